@@ -1,0 +1,180 @@
+//! Normalisation that makes "the same person" comparable: emails trimmed and lower-cased, phone
+//! numbers in E.164, names folded for duplicate search.
+
+/// Trim and lower-case an email and check its shape. `Err` says what is wrong.
+pub fn email(raw: &str) -> Result<String, &'static str> {
+    let e = raw.trim().to_lowercase();
+    if e.len() > 254 {
+        return Err("is longer than 254 characters");
+    }
+    let (local, domain) = e.split_once('@').ok_or("has no '@'")?;
+    if local.is_empty() || local.len() > 64 {
+        return Err("has an empty or over-long local part");
+    }
+    if domain.contains('@') {
+        return Err("has more than one '@'");
+    }
+    if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2
+        || labels.iter().any(|l| {
+            l.is_empty()
+                || l.starts_with('-')
+                || l.ends_with('-')
+                || !l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+    {
+        return Err("has no valid domain (such as example.com)");
+    }
+    Ok(e)
+}
+
+/// ITU calling codes for the countries bakkal knows how to dial without a leading `+`.
+fn calling_code(country: &str) -> Option<&'static str> {
+    Some(match country {
+        "TR" => "90",
+        "US" | "CA" => "1",
+        "GB" => "44",
+        "DE" => "49",
+        "FR" => "33",
+        "NL" => "31",
+        "BE" => "32",
+        "ES" => "34",
+        "IT" => "39",
+        "AT" => "43",
+        "CH" => "41",
+        "SE" => "46",
+        "NO" => "47",
+        "DK" => "45",
+        "PL" => "48",
+        "GR" => "30",
+        "AZ" => "994",
+        "IE" => "353",
+        "PT" => "351",
+        _ => return None,
+    })
+}
+
+/// A phone number in E.164 (`+905321234567`). Accepts spaces, dashes, dots and parentheses;
+/// `00` as the international prefix; a national number (leading `0` or none) when the customer's
+/// country is one bakkal knows the calling code of.
+pub fn phone(raw: &str, country_code: Option<&str>) -> Result<String, &'static str> {
+    let trimmed = raw.trim();
+    let mut digits = String::with_capacity(trimmed.len());
+    let mut international = false;
+    for (i, c) in trimmed.chars().enumerate() {
+        match c {
+            '+' if i == 0 => international = true,
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '.' | '(' | ')' | '/' => {}
+            _ => {
+                return Err("may contain only digits, spaces, '-', '.', '(', ')' and a leading '+'")
+            }
+        }
+    }
+    if !international {
+        if let Some(rest) = digits.strip_prefix("00") {
+            digits = rest.to_string();
+        } else {
+            let code = country_code
+                .and_then(calling_code)
+                .ok_or("needs a leading '+' and country code (or a known country_code)")?;
+            let national = digits.trim_start_matches('0');
+            digits = format!("{code}{national}");
+        }
+    }
+    if digits.starts_with('0') {
+        return Err("has a country code starting with 0");
+    }
+    if !(8..=15).contains(&digits.len()) {
+        return Err("must have 8 to 15 digits in E.164 form");
+    }
+    Ok(format!("+{digits}"))
+}
+
+/// An ISO 3166-1 alpha-2 country code, upper-cased.
+pub fn country_code(raw: &str) -> Result<String, &'static str> {
+    let c = raw.trim().to_ascii_uppercase();
+    if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(c)
+    } else {
+        Err("must be a two-letter ISO 3166-1 code such as TR")
+    }
+}
+
+/// An ISO 4217 currency code, upper-cased.
+pub fn currency(raw: &str) -> Result<String, &'static str> {
+    let c = raw.trim().to_ascii_uppercase();
+    if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(c)
+    } else {
+        Err("must be a three-letter ISO 4217 code such as TRY")
+    }
+}
+
+/// The key two display names share when they are "the same name": lower-cased, whitespace
+/// collapsed, punctuation dropped.
+pub fn name_key(display_name: &str) -> String {
+    let folded: String = display_name
+        .chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect();
+    folded.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A tag or a SKU: 1..=64 characters of letters, digits, `-`, `_`, `.`, `:`.
+pub fn token(raw: &str) -> Result<String, &'static str> {
+    let t = raw.trim();
+    if t.is_empty() || t.len() > 64 {
+        return Err("must be 1 to 64 characters");
+    }
+    if !t
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        return Err("may contain only letters, digits, '-', '_', '.' and ':'");
+    }
+    Ok(t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_lowercased() {
+        assert_eq!(email("  Ayse@Example.COM ").unwrap(), "ayse@example.com");
+        assert!(email("ayse").is_err());
+        assert!(email("ayse@example").is_err());
+        assert!(email("a b@example.com").is_err());
+        assert!(email("a@@example.com").is_err());
+        assert!(email("@example.com").is_err());
+        assert!(email("a@example..com").is_err());
+    }
+
+    #[test]
+    fn phones_become_e164() {
+        assert_eq!(phone("+90 532 123 45 67", None).unwrap(), "+905321234567");
+        assert_eq!(
+            phone("0090 (532) 123-45-67", None).unwrap(),
+            "+905321234567"
+        );
+        assert_eq!(
+            phone("0532 123 45 67", Some("TR")).unwrap(),
+            "+905321234567"
+        );
+        assert_eq!(phone("(415) 555-0100", Some("US")).unwrap(), "+14155550100");
+        assert!(phone("0532 123 45 67", None).is_err());
+        assert!(phone("+90 532 abc", None).is_err());
+        assert!(phone("+12", None).is_err());
+        assert!(phone("+1234567890123456", None).is_err());
+    }
+
+    #[test]
+    fn name_keys_fold_case_and_punctuation() {
+        assert_eq!(name_key("  Ayşe   YILMAZ-Kaya "), "ayşe yilmaz kaya");
+    }
+}

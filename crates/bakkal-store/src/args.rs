@@ -1,0 +1,73 @@
+//! Bind lists built at run time (filters, multi-row inserts), bound in one go.
+
+use sqlx::any::AnyArguments;
+use sqlx::query::{Query, QueryAs};
+use sqlx::Any;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(String),
+    OptText(Option<String>),
+}
+
+pub(crate) fn bind<'q>(
+    mut q: Query<'q, Any, AnyArguments<'q>>,
+    args: &[Arg],
+) -> Query<'q, Any, AnyArguments<'q>> {
+    for a in args {
+        q = match a {
+            Arg::Int(v) => q.bind(*v),
+            Arg::OptInt(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(v.clone()),
+            Arg::OptText(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+pub(crate) fn bind_as<'q, O>(
+    mut q: QueryAs<'q, Any, O, AnyArguments<'q>>,
+    args: &[Arg],
+) -> QueryAs<'q, Any, O, AnyArguments<'q>> {
+    for a in args {
+        q = match a {
+            Arg::Int(v) => q.bind(*v),
+            Arg::OptInt(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(v.clone()),
+            Arg::OptText(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+/// Collects SQL text and its arguments, numbering placeholders `$1`, `$2`, … as they are
+/// pushed.
+#[derive(Debug, Default)]
+pub(crate) struct SqlBuilder {
+    pub sql: String,
+    pub args: Vec<Arg>,
+}
+
+impl SqlBuilder {
+    pub fn new(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            args: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.sql.push_str(s);
+        self
+    }
+
+    /// Append a placeholder for `arg`.
+    pub fn arg(&mut self, arg: Arg) -> &mut Self {
+        self.args.push(arg);
+        self.sql.push('$');
+        self.sql.push_str(&self.args.len().to_string());
+        self
+    }
+}

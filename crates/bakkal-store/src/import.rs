@@ -1,0 +1,421 @@
+//! Bulk import in batches: one transaction per batch, multi-row inserts, one look-up per batch
+//! for existing customers. A row that breaks a rule is rejected with its row number; if a batch
+//! fails in the database for any other reason it is replayed row by row, each row in its own
+//! transaction, so one bad row never takes the others with it.
+
+use std::collections::{HashMap, HashSet};
+
+use bakkal_domain::name::customer_name;
+use bakkal_domain::time::Micros;
+use bakkal_domain::{ConsentChannel, CustomerFields, Order};
+use sqlx::AnyConnection;
+
+use crate::args::{bind, Arg};
+use crate::customers::{
+    check_unique, field_args, load_live, refresh_referral_count, write_fields, FIELD_COLUMNS,
+};
+use crate::orders::{insert_order, record_in};
+use crate::{Result, Store, StoreError};
+
+/// Rows per multi-row INSERT: 22 parameters a row stays well under every backend's limit.
+const INSERT_ROWS: usize = 400;
+
+/// A validated, normalised customer row of an import.
+#[derive(Debug, Clone)]
+pub struct ImportCustomerRow {
+    /// 1-based position in the import stream.
+    pub row: i64,
+    pub fields: CustomerFields,
+}
+
+/// A validated order row of an import, naming its customer by normalised email.
+#[derive(Debug, Clone)]
+pub struct ImportOrderRow {
+    pub row: i64,
+    pub email: String,
+    /// `customer_id` is filled in by the import.
+    pub order: Order,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub row: i64,
+    pub reason: String,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOutcome {
+    pub created: i64,
+    pub updated: i64,
+    pub orders_recorded: i64,
+    pub rejected: Vec<Rejection>,
+}
+
+impl ImportOutcome {
+    pub fn absorb(&mut self, other: ImportOutcome) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.orders_recorded += other.orders_recorded;
+        self.rejected.extend(other.rejected);
+    }
+
+    fn reject(&mut self, row: i64, reason: impl Into<String>) {
+        self.rejected.push(Rejection {
+            row,
+            reason: reason.into(),
+        });
+    }
+}
+
+/// The import's update of an existing customer: the row's non-empty fields win, tags and
+/// attributes are merged, consent is taken from the row where the row decides it.
+fn merge_for_import(existing: &CustomerFields, row: &CustomerFields) -> CustomerFields {
+    let mut f = existing.clone();
+    let take = |mine: &mut String, theirs: &String| {
+        if !theirs.is_empty() {
+            mine.clone_from(theirs);
+        }
+    };
+    take(&mut f.display_name, &row.display_name);
+    take(&mut f.region, &row.region);
+    take(&mut f.city, &row.city);
+    take(&mut f.owner, &row.owner);
+    for (mine, theirs) in [
+        (&mut f.email, &row.email),
+        (&mut f.phone, &row.phone),
+        (&mut f.country_code, &row.country_code),
+        (&mut f.birth_date, &row.birth_date),
+    ] {
+        if theirs.is_some() {
+            mine.clone_from(theirs);
+        }
+    }
+    if row.referred_by.is_some() {
+        f.referred_by = row.referred_by;
+    }
+    f.tags.extend(row.tags.iter().cloned());
+    f.tags.sort();
+    f.tags.dedup();
+    for (k, v) in &row.attributes {
+        f.attributes.insert(k.clone(), v.clone());
+    }
+    for ch in ConsentChannel::ALL {
+        let c = row.consent.get(ch);
+        if c.granted || c.update_time.is_some() {
+            *f.consent.get_mut(ch) = c;
+        }
+    }
+    f
+}
+
+async fn ids_by(
+    conn: &mut AnyConnection,
+    column: &str,
+    values: &[String],
+) -> Result<HashMap<String, i64>> {
+    let mut out = HashMap::new();
+    for chunk in values.chunks(INSERT_ROWS) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        // `column` is "email" or "phone", chosen by this module
+        let sql = format!(
+            "SELECT {column}, id FROM customers WHERE {column} IN ({})",
+            placeholders.join(", ")
+        );
+        let args: Vec<Arg> = chunk.iter().cloned().map(Arg::Text).collect();
+        let q = sqlx::query_as::<_, (String, i64)>(&sql);
+        let q = args.iter().fold(q, |q, a| match a {
+            Arg::Text(t) => q.bind(t.clone()),
+            _ => q,
+        });
+        for (k, id) in q.fetch_all(&mut *conn).await? {
+            out.insert(k, id);
+        }
+    }
+    Ok(out)
+}
+
+async fn insert_many(conn: &mut AnyConnection, rows: &[CustomerFields], now: Micros) -> Result<()> {
+    let cols = FIELD_COLUMNS.len() + 2;
+    for chunk in rows.chunks(INSERT_ROWS) {
+        let mut sql = format!(
+            "INSERT INTO customers ({}, create_time, update_time) VALUES ",
+            FIELD_COLUMNS.join(", ")
+        );
+        let mut args = Vec::with_capacity(chunk.len() * cols);
+        for (i, f) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for c in 0..cols {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('$');
+                sql.push_str(&(i * cols + c + 1).to_string());
+            }
+            sql.push(')');
+            args.extend(field_args(f));
+            args.push(Arg::Int(now));
+            args.push(Arg::Int(now));
+        }
+        bind(sqlx::query(&sql), &args).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Import one batch of customers: new emails and phones are created, known ones updated.
+    pub async fn import_customers(
+        &self,
+        rows: Vec<ImportCustomerRow>,
+        now: Micros,
+    ) -> Result<ImportOutcome> {
+        match self.import_customers_tx(&rows, now).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                tracing::warn!(error = %e, rows = rows.len(), "import batch failed; replaying it row by row");
+                let mut out = ImportOutcome::default();
+                for r in rows {
+                    let row = r.row;
+                    match self
+                        .import_customers_tx(std::slice::from_ref(&r), now)
+                        .await
+                    {
+                        Ok(o) => out.absorb(o),
+                        Err(e) => out.reject(row, import_reason(&e)),
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    async fn import_customers_tx(
+        &self,
+        rows: &[ImportCustomerRow],
+        now: Micros,
+    ) -> Result<ImportOutcome> {
+        let mut out = ImportOutcome::default();
+        let mut tx = self.write_tx().await?;
+        // Split where a key repeats inside the batch, so each part sees its predecessors.
+        let mut start = 0;
+        while start < rows.len() {
+            let mut seen = HashSet::new();
+            let mut end = start;
+            while end < rows.len() {
+                let f = &rows[end].fields;
+                let keys: Vec<&String> = f.email.iter().chain(f.phone.iter()).collect();
+                if keys.iter().any(|k| seen.contains(*k)) {
+                    break;
+                }
+                seen.extend(keys.into_iter().cloned());
+                end += 1;
+            }
+            let part = self.import_part(&mut tx, &rows[start..end], now).await?;
+            out.absorb(part);
+            start = end;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn import_part(
+        &self,
+        conn: &mut AnyConnection,
+        rows: &[ImportCustomerRow],
+        now: Micros,
+    ) -> Result<ImportOutcome> {
+        let mut out = ImportOutcome::default();
+        let emails: Vec<String> = rows.iter().filter_map(|r| r.fields.email.clone()).collect();
+        let phones: Vec<String> = rows.iter().filter_map(|r| r.fields.phone.clone()).collect();
+        let by_email = ids_by(conn, "email", &emails).await?;
+        let by_phone = ids_by(conn, "phone", &phones).await?;
+        let mut new_rows = Vec::new();
+        let mut referrers = HashSet::new();
+        for r in rows {
+            let f = &r.fields;
+            let e = f.email.as_ref().and_then(|e| by_email.get(e)).copied();
+            let p = f.phone.as_ref().and_then(|p| by_phone.get(p)).copied();
+            if let Some(referrer) = f.referred_by {
+                let live: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM customers WHERE id = $1 AND merged_into IS NULL AND deleted_time IS NULL",
+                )
+                .bind(referrer)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if live.is_none() {
+                    out.reject(
+                        r.row,
+                        format!("referred_by: {} does not exist", customer_name(referrer)),
+                    );
+                    continue;
+                }
+                referrers.insert(referrer);
+            }
+            match (e, p) {
+                (None, None) => {
+                    let mut f = f.clone();
+                    f.consent.stamp_changes(None, now);
+                    new_rows.push(f);
+                }
+                (Some(a), Some(b)) if a != b => out.reject(
+                    r.row,
+                    format!(
+                        "email belongs to {} but phone belongs to {}",
+                        customer_name(a),
+                        customer_name(b)
+                    ),
+                ),
+                (Some(id), _) | (None, Some(id)) => {
+                    let existing = load_live(conn, id).await?;
+                    let mut merged = merge_for_import(&existing.fields, f);
+                    merged
+                        .consent
+                        .stamp_changes(Some(&existing.fields.consent), now);
+                    if let Err(e) = check_unique(conn, &merged, Some(id)).await {
+                        out.reject(r.row, import_reason(&e));
+                        continue;
+                    }
+                    if let Some(old) = existing
+                        .fields
+                        .referred_by
+                        .filter(|o| Some(*o) != merged.referred_by)
+                    {
+                        referrers.insert(old);
+                    }
+                    write_fields(conn, id, &merged, now).await?;
+                    out.updated += 1;
+                }
+            }
+        }
+        insert_many(conn, &new_rows, now).await?;
+        out.created += new_rows.len() as i64;
+        for r in referrers {
+            refresh_referral_count(conn, r).await?;
+        }
+        Ok(out)
+    }
+
+    /// Import one batch of orders, each naming its customer by email.
+    pub async fn import_orders(
+        &self,
+        rows: Vec<ImportOrderRow>,
+        now: Micros,
+    ) -> Result<ImportOutcome> {
+        match self.import_orders_tx(&rows, now).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                tracing::warn!(error = %e, rows = rows.len(), "order batch failed; replaying it row by row");
+                let mut out = ImportOutcome::default();
+                for r in rows {
+                    let row = r.row;
+                    match self.import_orders_tx(std::slice::from_ref(&r), now).await {
+                        Ok(o) => out.absorb(o),
+                        Err(e) => out.reject(row, import_reason(&e)),
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    async fn import_orders_tx(
+        &self,
+        rows: &[ImportOrderRow],
+        now: Micros,
+    ) -> Result<ImportOutcome> {
+        let mut out = ImportOutcome::default();
+        let mut tx = self.write_tx().await?;
+        let emails: Vec<String> = rows.iter().map(|r| r.email.clone()).collect();
+        let by_email = ids_by(&mut tx, "email", &emails).await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.order.order_id.clone()).collect();
+        let mut known = HashSet::new();
+        for chunk in ids.chunks(INSERT_ROWS) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT order_id FROM orders WHERE order_id IN ({})",
+                placeholders.join(", ")
+            );
+            let args: Vec<Arg> = chunk.iter().cloned().map(Arg::Text).collect();
+            let q = sqlx::query_scalar::<_, String>(&sql);
+            let q = args.iter().fold(q, |q, a| match a {
+                Arg::Text(t) => q.bind(t.clone()),
+                _ => q,
+            });
+            known.extend(q.fetch_all(&mut *tx).await?);
+        }
+        let mut touched = HashSet::new();
+        for r in rows {
+            let Some(&customer_id) = by_email.get(&r.email) else {
+                out.reject(r.row, format!("no customer with email {}", r.email));
+                continue;
+            };
+            let order = Order {
+                customer_id,
+                ..r.order.clone()
+            };
+            if known.contains(&order.order_id) {
+                // seen before (stored, or earlier in this batch): the idempotent path
+                match record_in(&mut tx, order, now).await {
+                    Ok(_) => out.orders_recorded += 1,
+                    Err(e @ StoreError::AlreadyExists { .. }) => {
+                        out.reject(r.row, import_reason(&e))
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            insert_order(&mut tx, &order).await?;
+            known.insert(order.order_id.clone());
+            touched.insert(customer_id);
+            out.orders_recorded += 1;
+        }
+        for id in touched {
+            crate::customers::refresh_totals(&mut tx, id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+fn import_reason(e: &StoreError) -> String {
+    match e {
+        StoreError::Database(e) => format!("database refused the row: {e}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_updates_keep_what_the_row_lacks() {
+        let existing = CustomerFields {
+            display_name: "Ayşe".into(),
+            city: "İzmir".into(),
+            tags: vec!["a".into()],
+            ..Default::default()
+        };
+        let row = CustomerFields {
+            region: "Ege".into(),
+            tags: vec!["b".into()],
+            consent: bakkal_domain::Consents {
+                email: bakkal_domain::Consent {
+                    granted: true,
+                    update_time: None,
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let m = merge_for_import(&existing, &row);
+        assert_eq!(m.display_name, "Ayşe");
+        assert_eq!(m.city, "İzmir");
+        assert_eq!(m.region, "Ege");
+        assert_eq!(m.tags, vec!["a", "b"]);
+        assert!(m.consent.email.granted);
+    }
+}

@@ -1,0 +1,15 @@
+//! Server settings, from flags or the environment.
+
+use std::net::SocketAddr;
+
+/// The SQLite file `bakkal serve` creates on first start when no database is named.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://bakkal.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `sqlite://path` or `postgres://…`.
+    pub database_url: String,
+    pub max_connections: u32,
+}

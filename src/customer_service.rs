@@ -1,0 +1,537 @@
+//! `bakkal.v1.CustomerService`: the customer database over gRPC.
+
+use bakkal_domain::filter::{self, FieldKind, Value};
+use bakkal_domain::normalise;
+use bakkal_domain::time::now_micros;
+use bakkal_domain::{ValidationError, UPDATABLE_PATHS};
+use bakkal_store::{
+    CustomerQuery, ImportCustomerRow, ImportOrderRow, ImportOutcome, Store,
+    INTERACTION_FILTER_FIELDS,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert::{self, customer_ref};
+use crate::page_token;
+use crate::proto::customer_service_server::CustomerService;
+use crate::proto::{self, import_customers_request::Row};
+use crate::status::{from_store, invalid, invalid_field};
+
+/// Rows the import hands the store per transaction.
+const IMPORT_BATCH: usize = 2000;
+/// Rejected rows listed in an import's response (all are counted).
+const MAX_REJECTED_LISTED: usize = 10_000;
+/// Customers read per page while exporting.
+const EXPORT_PAGE: usize = 500;
+
+pub struct CustomerApi {
+    store: Store,
+}
+
+impl CustomerApi {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+fn required<'a, T>(v: &'a Option<T>, field: &str) -> Result<&'a T, Status> {
+    v.as_ref()
+        .ok_or_else(|| invalid_field(field, "is required"))
+}
+
+fn customer_id(name: &str, field: &str) -> Result<i64, Status> {
+    customer_ref(name, field).map_err(invalid)
+}
+
+fn prefixed(prefix: &str) -> impl Fn(ValidationError) -> Status + '_ {
+    move |e| invalid(e.prefixed(prefix))
+}
+
+/// Rows rejected before they reach the store: all counted, the first ones listed.
+#[derive(Default)]
+struct Rejections {
+    count: i64,
+    listed: Vec<bakkal_store::Rejection>,
+}
+
+impl Rejections {
+    fn reject(&mut self, row: i64, reason: String) {
+        self.count += 1;
+        if self.listed.len() < MAX_REJECTED_LISTED {
+            self.listed.push(bakkal_store::Rejection { row, reason });
+        }
+    }
+}
+
+/// A batch of import rows of one kind, in stream order.
+enum Batch {
+    Customers(Vec<ImportCustomerRow>),
+    Orders(Vec<ImportOrderRow>),
+}
+
+fn import_customer_row(row: i64, c: &proto::Customer) -> Result<ImportCustomerRow, String> {
+    let fields = convert::customer_fields(c)
+        .and_then(|f| f.normalised())
+        .map_err(|e| e.to_string())?;
+    Ok(ImportCustomerRow { row, fields })
+}
+
+fn import_order_row(row: i64, o: &proto::ImportOrder, now: i64) -> Result<ImportOrderRow, String> {
+    let email = normalise::email(&o.customer_email)
+        .map_err(|why| format!("customer_email: '{}' {why}", o.customer_email))?;
+    let order = o
+        .order
+        .as_ref()
+        .ok_or_else(|| "order: is required".to_string())
+        .and_then(|p| {
+            convert::order_from_proto(p, now).map_err(|e| e.prefixed("order").to_string())
+        })?;
+    Ok(ImportOrderRow { row, email, order })
+}
+
+#[tonic::async_trait]
+impl CustomerService for CustomerApi {
+    async fn create_customer(
+        &self,
+        request: Request<proto::CreateCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        let req = request.into_inner();
+        let c = required(&req.customer, "customer")?;
+        let fields = convert::customer_fields(c)
+            .and_then(|f| f.normalised())
+            .map_err(prefixed("customer"))?;
+        let request_id = req.request_id.trim();
+        if request_id.len() > 128 {
+            return Err(invalid_field(
+                "request_id",
+                "must be at most 128 characters",
+            ));
+        }
+        let now = now_micros();
+        let created = self
+            .store
+            .create_customer(fields, Some(request_id).filter(|r| !r.is_empty()), now)
+            .await
+            .map_err(from_store)?;
+        tracing::info!(customer = %created.name(), "customer created");
+        Ok(Response::new(convert::customer_to_proto(&created, now)))
+    }
+
+    async fn get_customer(
+        &self,
+        request: Request<proto::GetCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        let id = customer_id(&request.get_ref().name, "name")?;
+        let c = self.store.get_customer(id).await.map_err(from_store)?;
+        Ok(Response::new(convert::customer_to_proto(&c, now_micros())))
+    }
+
+    async fn list_customers(
+        &self,
+        request: Request<proto::ListCustomersRequest>,
+    ) -> Result<Response<proto::ListCustomersResponse>, Status> {
+        let req = request.into_inner();
+        let now = now_micros();
+        let mut q = CustomerQuery::parse(&req.filter, &req.order_by, now).map_err(invalid)?;
+        q.page_size = page_token::page_size(req.page_size)?;
+        let query = [req.filter.as_str(), req.order_by.as_str()];
+        q.after = page_token::decode(&req.page_token, &query)?;
+        let (customers, next, total) = self
+            .store
+            .list_customers(&q, true)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(proto::ListCustomersResponse {
+            customers: customers
+                .iter()
+                .map(|c| convert::customer_to_proto(c, now))
+                .collect(),
+            next_page_token: next
+                .map(|c| page_token::encode(&c, &query))
+                .unwrap_or_default(),
+            total_size: total,
+        }))
+    }
+
+    async fn update_customer(
+        &self,
+        request: Request<proto::UpdateCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        let req = request.into_inner();
+        let c = required(&req.customer, "customer")?;
+        let id = customer_id(&c.name, "customer.name")?;
+        let mut paths: Vec<&str> = Vec::new();
+        for p in req.update_mask.iter().flat_map(|m| m.paths.iter()) {
+            match p.as_str() {
+                "*" => paths.extend_from_slice(UPDATABLE_PATHS),
+                p if UPDATABLE_PATHS.contains(&p) => paths.push(p),
+                p => {
+                    return Err(invalid_field(
+                        "update_mask",
+                        format!(
+                            "cannot update '{p}'; updatable paths: {}",
+                            UPDATABLE_PATHS.join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+        let input = convert::customer_fields(c).map_err(prefixed("customer"))?;
+        let now = now_micros();
+        let updated = self
+            .store
+            .update_customer(id, &input, &paths, Some(c.etag.as_str()), now)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(convert::customer_to_proto(&updated, now)))
+    }
+
+    async fn delete_customer(
+        &self,
+        request: Request<proto::DeleteCustomerRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        let id = customer_id(&req.name, "name")?;
+        self.store
+            .delete_customer(id, Some(req.etag.as_str()), now_micros())
+            .await
+            .map_err(from_store)?;
+        tracing::info!(customer = %req.name, "customer erased");
+        Ok(Response::new(()))
+    }
+
+    async fn find_duplicates(
+        &self,
+        request: Request<proto::FindDuplicatesRequest>,
+    ) -> Result<Response<proto::FindDuplicatesResponse>, Status> {
+        let id = customer_id(&request.get_ref().name, "name")?;
+        let now = now_micros();
+        let found = self.store.find_duplicates(id).await.map_err(from_store)?;
+        Ok(Response::new(proto::FindDuplicatesResponse {
+            candidates: found
+                .into_iter()
+                .map(|d| proto::DuplicateCandidate {
+                    customer: Some(convert::customer_to_proto(&d.customer, now)),
+                    reasons: d.reasons,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn merge_customers(
+        &self,
+        request: Request<proto::MergeCustomersRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        let req = request.into_inner();
+        let primary = customer_ref(&req.primary, "primary");
+        let duplicate = customer_ref(&req.duplicate, "duplicate");
+        let (primary, duplicate) = match (primary, duplicate) {
+            (Ok(p), Ok(d)) => (p, d),
+            (p, d) => {
+                let mut errs = ValidationError::new();
+                errs.merge(p.err().unwrap_or_default());
+                errs.merge(d.err().unwrap_or_default());
+                return Err(invalid(errs));
+            }
+        };
+        let now = now_micros();
+        let merged = self
+            .store
+            .merge_customers(primary, duplicate, now)
+            .await
+            .map_err(from_store)?;
+        tracing::info!(primary = %req.primary, duplicate = %req.duplicate, "customers merged");
+        Ok(Response::new(convert::customer_to_proto(&merged, now)))
+    }
+
+    async fn record_interaction(
+        &self,
+        request: Request<proto::RecordInteractionRequest>,
+    ) -> Result<Response<proto::Interaction>, Status> {
+        let req = request.into_inner();
+        let id = customer_id(&req.parent, "parent")?;
+        let i = required(&req.interaction, "interaction")?;
+        let i = convert::interaction_from_proto(i, id, now_micros())
+            .map_err(prefixed("interaction"))?;
+        let stored = self.store.record_interaction(i).await.map_err(from_store)?;
+        Ok(Response::new(convert::interaction_to_proto(&stored)))
+    }
+
+    async fn list_interactions(
+        &self,
+        request: Request<proto::ListInteractionsRequest>,
+    ) -> Result<Response<proto::ListInteractionsResponse>, Status> {
+        let req = request.into_inner();
+        let id = customer_id(&req.parent, "parent")?;
+        let size = page_token::page_size(req.page_size)?;
+        let clauses = filter::parse(&req.filter, INTERACTION_FILTER_FIELDS)
+            .map_err(|e| invalid_field("filter", e))?;
+        let query = [req.parent.as_str(), req.filter.as_str()];
+        let after = page_token::decode(&req.page_token, &query)?;
+        let (items, next) = self
+            .store
+            .list_interactions(id, &clauses, size, after.as_ref())
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(proto::ListInteractionsResponse {
+            interactions: items.iter().map(convert::interaction_to_proto).collect(),
+            next_page_token: next
+                .map(|c| page_token::encode(&c, &query))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn upsert_product(
+        &self,
+        request: Request<proto::UpsertProductRequest>,
+    ) -> Result<Response<proto::Product>, Status> {
+        let req = request.into_inner();
+        let p = required(&req.product, "product")?;
+        let p = convert::product_from_proto(p, now_micros()).map_err(prefixed("product"))?;
+        let stored = self.store.upsert_product(p).await.map_err(from_store)?;
+        Ok(Response::new(convert::product_to_proto(&stored)))
+    }
+
+    async fn list_products(
+        &self,
+        request: Request<proto::ListProductsRequest>,
+    ) -> Result<Response<proto::ListProductsResponse>, Status> {
+        let req = request.into_inner();
+        let size = page_token::page_size(req.page_size)?;
+        let clauses = filter::parse(&req.filter, &[("category", FieldKind::Text)])
+            .map_err(|e| invalid_field("filter", e))?;
+        let category = match clauses.as_slice() {
+            [] => None,
+            [c] if c.op == filter::Op::Eq => match &c.value {
+                Value::Text(t) => Some(t.clone()),
+                Value::Number(n) => Some(n.to_string()),
+            },
+            _ => {
+                return Err(invalid_field(
+                    "filter",
+                    "only `category = \"…\"` is supported",
+                ))
+            }
+        };
+        let query = [req.filter.as_str()];
+        let after = page_token::decode(&req.page_token, &query)?;
+        let (items, next) = self
+            .store
+            .list_products(category.as_deref(), size, after.as_ref())
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(proto::ListProductsResponse {
+            products: items.iter().map(convert::product_to_proto).collect(),
+            next_page_token: next
+                .map(|c| page_token::encode(&c, &query))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn record_order(
+        &self,
+        request: Request<proto::RecordOrderRequest>,
+    ) -> Result<Response<proto::Order>, Status> {
+        let req = request.into_inner();
+        let id = customer_id(&req.parent, "parent")?;
+        let now = now_micros();
+        let o = required(&req.order, "order")?;
+        let o = convert::order_from_proto(o, now).map_err(prefixed("order"))?;
+        let stored = self
+            .store
+            .record_order(id, o, now)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(convert::order_to_proto(&stored)))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<proto::ListOrdersRequest>,
+    ) -> Result<Response<proto::ListOrdersResponse>, Status> {
+        let req = request.into_inner();
+        let id = customer_id(&req.parent, "parent")?;
+        let size = page_token::page_size(req.page_size)?;
+        let query = [req.parent.as_str()];
+        let after = page_token::decode(&req.page_token, &query)?;
+        let (items, next) = self
+            .store
+            .list_orders(id, size, after.as_ref())
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(proto::ListOrdersResponse {
+            orders: items.iter().map(convert::order_to_proto).collect(),
+            next_page_token: next
+                .map(|c| page_token::encode(&c, &query))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn import_customers(
+        &self,
+        request: Request<Streaming<proto::ImportCustomersRequest>>,
+    ) -> Result<Response<proto::ImportCustomersResponse>, Status> {
+        let mut stream = request.into_inner();
+        // Decoding and validation run here while a writer task stores the previous batch, so
+        // the import uses two cores and never holds more than a few batches in memory.
+        let (tx, mut rx) = mpsc::channel::<Batch>(2);
+        let store = self.store.clone();
+        let writer = tokio::spawn(async move {
+            let mut total = ImportOutcome::default();
+            let mut rejected_count = 0i64;
+            while let Some(batch) = rx.recv().await {
+                let now = now_micros();
+                let out = match batch {
+                    Batch::Customers(rows) => store.import_customers(rows, now).await,
+                    Batch::Orders(rows) => store.import_orders(rows, now).await,
+                };
+                let mut out = out?;
+                rejected_count += out.rejected.len() as i64;
+                let room = MAX_REJECTED_LISTED.saturating_sub(total.rejected.len());
+                out.rejected.truncate(room);
+                total.absorb(out);
+            }
+            Ok::<_, bakkal_store::StoreError>((total, rejected_count))
+        });
+
+        let mut row: i64 = 0;
+        let mut early = Rejections::default();
+        let mut customers = Vec::new();
+        let mut orders = Vec::new();
+        let mut stream_error = None;
+        let now = now_micros();
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    stream_error = Some(e);
+                    break;
+                }
+            };
+            row += 1;
+            match &msg.row {
+                Some(Row::Customer(c)) => match import_customer_row(row, c) {
+                    Ok(r) => {
+                        if !orders.is_empty() {
+                            let _ = tx.send(Batch::Orders(std::mem::take(&mut orders))).await;
+                        }
+                        customers.push(r);
+                    }
+                    Err(reason) => early.reject(row, reason),
+                },
+                Some(Row::Order(o)) => match import_order_row(row, o, now) {
+                    Ok(r) => {
+                        if !customers.is_empty() {
+                            let _ = tx
+                                .send(Batch::Customers(std::mem::take(&mut customers)))
+                                .await;
+                        }
+                        orders.push(r);
+                    }
+                    Err(reason) => early.reject(row, reason),
+                },
+                None => early.reject(row, "empty row: set customer or order".into()),
+            }
+            if customers.len() >= IMPORT_BATCH {
+                let _ = tx
+                    .send(Batch::Customers(std::mem::take(&mut customers)))
+                    .await;
+            }
+            if orders.len() >= IMPORT_BATCH {
+                let _ = tx.send(Batch::Orders(std::mem::take(&mut orders))).await;
+            }
+        }
+        if !customers.is_empty() {
+            let _ = tx.send(Batch::Customers(customers)).await;
+        }
+        if !orders.is_empty() {
+            let _ = tx.send(Batch::Orders(orders)).await;
+        }
+        drop(tx);
+        let (mut total, stored_rejections) = writer
+            .await
+            .map_err(|e| Status::internal(format!("import writer failed: {e}")))?
+            .map_err(from_store)?;
+        let rejected = stored_rejections + early.count;
+        total.rejected.extend(early.listed);
+        total.rejected.sort_by_key(|r| r.row);
+        total.rejected.truncate(MAX_REJECTED_LISTED);
+        tracing::info!(
+            rows = row,
+            created = total.created,
+            updated = total.updated,
+            orders = total.orders_recorded,
+            rejected,
+            "import finished"
+        );
+        if let Some(e) = stream_error {
+            // what arrived before the broken message is stored; say so
+            return Err(Status::new(
+                e.code(),
+                format!(
+                    "import stream broke after row {row}: {}; rows before it were imported \
+                     ({} created, {} updated, {} orders, {rejected} rejected)",
+                    e.message(),
+                    total.created,
+                    total.updated,
+                    total.orders_recorded
+                ),
+            ));
+        }
+        Ok(Response::new(proto::ImportCustomersResponse {
+            created: total.created,
+            updated: total.updated,
+            rejected,
+            orders_recorded: total.orders_recorded,
+            rejected_rows: total
+                .rejected
+                .into_iter()
+                .map(|r| proto::RejectedRow {
+                    row: r.row,
+                    reason: r.reason,
+                })
+                .collect(),
+        }))
+    }
+
+    type ExportCustomersStream = ReceiverStream<Result<proto::Customer, Status>>;
+
+    async fn export_customers(
+        &self,
+        request: Request<proto::ExportCustomersRequest>,
+    ) -> Result<Response<Self::ExportCustomersStream>, Status> {
+        let req = request.into_inner();
+        let now = now_micros();
+        let mut q = CustomerQuery::parse(&req.filter, "", now).map_err(invalid)?;
+        q.page_size = EXPORT_PAGE;
+        let (tx, rx) = mpsc::channel(EXPORT_PAGE * 2);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            loop {
+                let (page, next, _) = match store.list_customers(&q, false).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(from_store(e))).await;
+                        return;
+                    }
+                };
+                for c in &page {
+                    if tx
+                        .send(Ok(convert::customer_to_proto(c, now)))
+                        .await
+                        .is_err()
+                    {
+                        return; // the client went away
+                    }
+                }
+                match next {
+                    Some(n) => q.after = Some(n),
+                    None => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

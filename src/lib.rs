@@ -1,0 +1,23 @@
+//! The bakkal server: tonic services over the store, health, reflection, request tracing.
+//!
+//! This is the transport layer. It validates requests at the edge, converts between protobuf
+//! and domain types, maps every error to one status code (see [`status`]), and nothing else:
+//! the rules live in `bakkal-domain`, the SQL in `bakkal-store`.
+
+pub mod config;
+mod convert;
+mod customer_service;
+mod page_token;
+pub mod server;
+pub mod status;
+mod tracing_layer;
+
+/// The generated protobuf types and gRPC clients and servers.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("bakkal.v1");
+
+    /// The encoded file descriptor set of `proto/`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/bakkal_descriptor.bin"));
+}

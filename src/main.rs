@@ -1,0 +1,73 @@
+//! `bakkal`: the CRM back end. `bakkal serve` runs the gRPC server; `bakkal migrate` applies
+//! database migrations and exits.
+
+use bakkal::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
+use bakkal::server;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "bakkal", version, about = "bakkal: a CRM back end over gRPC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct DatabaseArgs {
+    /// `sqlite://path` (created on first start) or `postgres://user@host/db`.
+    #[arg(long, env = "BAKKAL_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// Database connections in the pool.
+    #[arg(long, env = "BAKKAL_MAX_CONNECTIONS", default_value_t = 16)]
+    max_connections: u32,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server (migrates the database first).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "BAKKAL_LISTEN", default_value = DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve { listen, db } => {
+            let config = Config {
+                listen,
+                database_url: db.database_url,
+                max_connections: db.max_connections,
+            };
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            server::run(config, listener, server::shutdown_signal()).await
+        }
+        Command::Migrate { db } => {
+            let config = Config {
+                listen: DEFAULT_LISTEN.parse()?,
+                database_url: db.database_url,
+                max_connections: 1,
+            };
+            let store = server::open_store(&config).await?;
+            store.close().await;
+            tracing::info!(database = %server::redact(&config.database_url), "migrations applied");
+            Ok(())
+        }
+    }
+}

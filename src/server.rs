@@ -1,0 +1,144 @@
+//! Assembles and runs the server: the store, the bakkal services, health, reflection (v1 and
+//! v1alpha), request ids and tracing, compression and graceful shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bakkal_store::{Store, StoreOptions};
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tower::ServiceBuilder;
+
+use crate::config::Config;
+use crate::customer_service::CustomerApi;
+use crate::proto;
+use crate::proto::customer_service_server::CustomerServiceServer;
+use crate::tracing_layer;
+
+/// Connect to the database and apply pending migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let mut opts = StoreOptions::new(config.database_url.clone());
+    opts.max_connections = config.max_connections;
+    let store = Store::connect(&opts)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(&config.database_url)))?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    Ok(store)
+}
+
+/// The URL without a password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// A reflection builder that knows every service served here, both reflection versions
+/// included, and the google.rpc error details.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+}
+
+/// Serve on `listener` until `shutdown` resolves, then finish in-flight calls and return.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let addr = listener.local_addr()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CustomerServiceServer<CustomerApi>>()
+        .await;
+    // Report NOT_SERVING while the database does not answer.
+    let watched = store.clone();
+    let health_watch = tokio::spawn(async move {
+        let mut up = true;
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let ok = watched.ping().await.is_ok();
+            if ok != up {
+                up = ok;
+                if ok {
+                    tracing::info!("database answers again");
+                    health
+                        .set_serving::<CustomerServiceServer<CustomerApi>>()
+                        .await;
+                } else {
+                    tracing::warn!("database does not answer");
+                    health
+                        .set_not_serving::<CustomerServiceServer<CustomerApi>>()
+                        .await;
+                }
+            }
+        }
+    });
+
+    let reflection_v1 = reflection().build_v1()?;
+    // grpcurl 1.8 and many other tools still ask for v1alpha.
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let customers = CustomerServiceServer::new(CustomerApi::new(store.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(16 * 1024 * 1024);
+
+    let layers = ServiceBuilder::new()
+        .layer(tracing_layer::set_request_id())
+        .layer(tracing_layer::trace_layer())
+        .layer(tracing_layer::propagate_request_id());
+
+    tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = Server::builder()
+        .layer(layers)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(customers)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    health_watch.abort();
+    store.close().await;
+    tracing::info!("bakkal stopped");
+    result.context("server failed")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight calls");
+}
