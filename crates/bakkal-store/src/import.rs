@@ -270,6 +270,19 @@ impl Store {
                 ),
                 (Some(id), _) | (None, Some(id)) => {
                     let existing = load_live(conn, id).await?;
+                    if let (None, Some(mine), Some(theirs)) = (e, &f.email, &existing.fields.email)
+                    {
+                        // matched by phone only, but the row names another email: two
+                        // identities, not an update
+                        out.reject(
+                            r.row,
+                            format!(
+                                "phone belongs to {} whose email is {theirs}, not {mine}",
+                                customer_name(id)
+                            ),
+                        );
+                        continue;
+                    }
                     let mut merged = merge_for_import(&existing.fields, f);
                     merged
                         .consent

@@ -1,0 +1,199 @@
+//! Test harness: a real bakkal server on an ephemeral port with a fresh database, and a real
+//! tonic client. Every test runs on SQLite; on PostgreSQL too when `BAKKAL_TEST_POSTGRES_URL`
+//! names a server (each test then gets a database of its own, dropped at the end).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use bakkal::config::Config;
+use bakkal::proto::customer_service_client::CustomerServiceClient;
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_drop: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// `None` for PostgreSQL when no server is configured.
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("bakkal.db").display());
+                Some(TestDb {
+                    url,
+                    _dir: Some(dir),
+                    pg_drop: None,
+                })
+            }
+            Backend::Postgres => {
+                let base = std::env::var("BAKKAL_TEST_POSTGRES_URL").ok()?;
+                let name = format!("bakkal_t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = PgConnection::connect(&base)
+                    .await
+                    .expect("BAKKAL_TEST_POSTGRES_URL must reach a PostgreSQL server");
+                conn.execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("create test database");
+                let url = match base.rfind('/') {
+                    Some(i) if base[..i].contains("://") && i > base.find("://").unwrap() + 2 => {
+                        format!("{}/{name}", &base[..i])
+                    }
+                    _ => format!("{base}/{name}"),
+                };
+                Some(TestDb {
+                    url,
+                    _dir: None,
+                    pg_drop: Some((base, name)),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((base, name)) = self.pg_drop.take() {
+            // best effort, on a thread of its own: the test's runtime may be shutting down
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    if let Ok(mut conn) = PgConnection::connect(&base).await {
+                        let _ = conn
+                            .execute(
+                                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                            )
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub db_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _db: TestDb,
+}
+
+impl TestServer {
+    /// Start a server on a fresh database; `None` when the backend is not configured.
+    pub async fn start(backend: Backend) -> Option<TestServer> {
+        let db = TestDb::new(backend).await?;
+        Some(Self::start_on(db).await)
+    }
+
+    pub async fn start_on(db: TestDb) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = Config {
+            listen: addr,
+            database_url: db.url.clone(),
+            max_connections: 8,
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(bakkal::server::run(config, listener, async {
+            let _ = rx.await;
+        }));
+        let channel = connect(addr).await;
+        TestServer {
+            addr,
+            channel,
+            db_url: db.url.clone(),
+            shutdown: Some(tx),
+            handle: Some(handle),
+            _db: db,
+        }
+    }
+
+    pub fn customers(&self) -> CustomerServiceClient<Channel> {
+        CustomerServiceClient::new(self.channel.clone())
+    }
+
+    /// Stop gracefully and wait for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task").expect("server exits cleanly");
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri");
+    for _ in 0..200 {
+        if let Ok(ch) = endpoint.connect().await {
+            // wait until migrations ran and the service answers
+            let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+            if health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok()
+            {
+                return ch;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("server at {addr} did not come up");
+}
+
+/// Run the test body on every configured backend: SQLite always, PostgreSQL when
+/// `BAKKAL_TEST_POSTGRES_URL` is set.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = $crate::common::TestServer::start($crate::common::Backend::Sqlite)
+                        .await
+                        .expect("sqlite is always available");
+                    super::$name(&server).await;
+                    server.stop().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(server) =
+                        $crate::common::TestServer::start($crate::common::Backend::Postgres).await
+                    else {
+                        eprintln!("BAKKAL_TEST_POSTGRES_URL not set: PostgreSQL run skipped");
+                        return;
+                    };
+                    super::$name(&server).await;
+                    server.stop().await;
+                }
+            )*
+        }
+    };
+}
