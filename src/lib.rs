@@ -8,6 +8,7 @@ pub mod config;
 mod convert;
 mod customer_service;
 mod page_token;
+mod script_service;
 pub mod server;
 pub mod status;
 mod tracing_layer;

@@ -2,7 +2,10 @@
 //! `google.rpc` details: BadRequest field violations for bad input, ResourceInfo naming the
 //! resource for NOT_FOUND and ALREADY_EXISTS.
 
+use std::collections::HashMap;
+
 use bakkal_domain::ValidationError;
+use bakkal_script::{Diagnostic, ErrorCategory, ScriptError};
 use bakkal_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
@@ -32,6 +35,8 @@ fn resource_type(name: &str) -> &'static str {
         Some("customers") if name.contains("/interactions/") => "bakkal.v1.Interaction",
         Some("customers") => "bakkal.v1.Customer",
         Some("products") => "bakkal.v1.Product",
+        Some("scripts") if name.contains('@') => "bakkal.v1.ScriptRevision",
+        Some("scripts") => "bakkal.v1.Script",
         _ => "",
     }
 }
@@ -75,4 +80,84 @@ pub fn from_store(e: StoreError) -> Status {
             Status::internal("internal error; it has been logged")
         }
     }
+}
+
+/// `line 3, column 5: message`, or the message alone when it has no place.
+pub fn diagnostic_text(d: &Diagnostic) -> String {
+    if d.line > 0 {
+        format!("line {}, column {}: {}", d.line, d.column, d.message)
+    } else {
+        d.message.clone()
+    }
+}
+
+/// A script's source that does not check out: INVALID_ARGUMENT (or FAILED_PRECONDITION for a
+/// stored script that no longer compiles) with a field violation on `field` per diagnostic.
+pub fn script_diagnostics(code: Code, field: &str, diagnostics: &[Diagnostic]) -> Status {
+    let violations: Vec<FieldViolation> = diagnostics
+        .iter()
+        .map(|d| FieldViolation::new(field, diagnostic_text(d)))
+        .collect();
+    let summary: Vec<String> = diagnostics.iter().map(diagnostic_text).collect();
+    Status::with_error_details(
+        code,
+        format!("{field} has problems: {}", summary.join("; ")),
+        ErrorDetails::with_bad_request(violations),
+    )
+}
+
+/// A script that failed while running. A limit is RESOURCE_EXHAUSTED; bad input is
+/// INVALID_ARGUMENT on `input_field`; any other failure is INVALID_ARGUMENT when the caller
+/// sent the source (`stored` false) and FAILED_PRECONDITION for a stored revision. The
+/// position is in the message, in a field violation on `source_field` and in an ErrorInfo
+/// (domain `bakkal.script`).
+pub fn script_failure(
+    e: &ScriptError,
+    stored: bool,
+    source_field: &str,
+    input_field: &str,
+) -> Status {
+    let code = match e.category {
+        ErrorCategory::Limit => Code::ResourceExhausted,
+        ErrorCategory::Input => Code::InvalidArgument,
+        ErrorCategory::Runtime | ErrorCategory::WrongReturnType if stored => {
+            Code::FailedPrecondition
+        }
+        ErrorCategory::Runtime | ErrorCategory::WrongReturnType => Code::InvalidArgument,
+    };
+    let place = match (e.line, e.column) {
+        (Some(l), Some(c)) => format!("line {l}, column {c}: "),
+        (Some(l), None) => format!("line {l}: "),
+        _ => String::new(),
+    };
+    let mut text = format!("{place}{}", e.message);
+    if !e.call_stack.is_empty() {
+        text.push_str(&format!(" (in fn {})", e.call_stack.join(" > ")));
+    }
+    let mut metadata = HashMap::from([("category".to_string(), e.category.to_string())]);
+    if let Some(l) = e.line {
+        metadata.insert("line".into(), l.to_string());
+    }
+    if let Some(c) = e.column {
+        metadata.insert("column".into(), c.to_string());
+    }
+    let reason = match e.category {
+        ErrorCategory::Limit => "SCRIPT_LIMIT",
+        ErrorCategory::Input => "SCRIPT_INPUT",
+        ErrorCategory::Runtime => "SCRIPT_RUNTIME_ERROR",
+        ErrorCategory::WrongReturnType => "SCRIPT_WRONG_RETURN_TYPE",
+    };
+    let mut details = ErrorDetails::with_error_info(reason, "bakkal.script", metadata);
+    let field = if e.category == ErrorCategory::Input {
+        input_field
+    } else {
+        source_field
+    };
+    details.add_bad_request_violation(field, text.clone());
+    let prefix = match e.category {
+        ErrorCategory::Limit => "the script hit a limit",
+        ErrorCategory::Input => "the script's input is unusable",
+        _ => "the script failed",
+    };
+    Status::with_error_details(code, format!("{prefix}: {text}"), details)
 }
