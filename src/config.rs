@@ -12,4 +12,6 @@ pub struct Config {
     /// `sqlite://path` or `postgres://…`.
     pub database_url: String,
     pub max_connections: u32,
+    /// Customers kept in the SQLite read cache (0: none).
+    pub customer_cache: usize,
 }

@@ -19,7 +19,7 @@ use crate::proto::{self, import_customers_request::Row};
 use crate::status::{from_store, invalid, invalid_field};
 
 /// Rows the import hands the store per transaction.
-const IMPORT_BATCH: usize = 2000;
+const IMPORT_BATCH: usize = 5000;
 /// Rejected rows listed in an import's response (all are counted).
 const MAX_REJECTED_LISTED: usize = 10_000;
 /// Customers read per page while exporting.
@@ -380,21 +380,29 @@ impl CustomerService for CustomerApi {
         let writer = tokio::spawn(async move {
             let mut total = ImportOutcome::default();
             let mut rejected_count = 0i64;
+            let mut busy = std::time::Duration::ZERO;
             while let Some(batch) = rx.recv().await {
+                let started = std::time::Instant::now();
                 let now = now_micros();
                 let out = match batch {
                     Batch::Customers(rows) => store.import_customers(rows, now).await,
                     Batch::Orders(rows) => store.import_orders(rows, now).await,
                 };
                 let mut out = out?;
+                busy += started.elapsed();
                 rejected_count += out.rejected.len() as i64;
                 let room = MAX_REJECTED_LISTED.saturating_sub(total.rejected.len());
                 out.rejected.truncate(room);
                 total.absorb(out);
             }
+            tracing::debug!(
+                store_busy_ms = busy.as_millis() as u64,
+                "import writer done"
+            );
             Ok::<_, bakkal_store::StoreError>((total, rejected_count))
         });
 
+        let started = std::time::Instant::now();
         let mut row: i64 = 0;
         let mut early = Rejections::default();
         let mut customers = Vec::new();
@@ -464,6 +472,7 @@ impl CustomerService for CustomerApi {
             updated = total.updated,
             orders = total.orders_recorded,
             rejected,
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "import finished"
         );
         if let Some(e) = stream_error {

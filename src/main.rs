@@ -22,6 +22,9 @@ struct DatabaseArgs {
     /// Database connections in the pool.
     #[arg(long, env = "BAKKAL_MAX_CONNECTIONS", default_value_t = 16)]
     max_connections: u32,
+    /// Customers kept in the read cache on SQLite (0 turns it off; PostgreSQL never caches).
+    #[arg(long, env = "BAKKAL_CUSTOMER_CACHE", default_value_t = 100_000)]
+    customer_cache: usize,
 }
 
 #[derive(Subcommand)]
@@ -39,14 +42,35 @@ enum Command {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+    /// Tools for marketers' Rhai scripts.
+    Script {
+        #[command(subcommand)]
+        command: ScriptCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScriptCommand {
+    /// Print the Rhai definition file (`.d.rhai`) of bakkal's script API, for editors.
+    Defs {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Log lines are formatted on the calling thread and written by a background one, so a slow
+    // terminal or pipe never stalls a request; nothing is dropped (lossy: false).
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
         )
+        .with_writer(writer)
         .init();
     match Cli::parse().command {
         Command::Serve { listen, db } => {
@@ -54,15 +78,27 @@ async fn main() -> anyhow::Result<()> {
                 listen,
                 database_url: db.database_url,
                 max_connections: db.max_connections,
+                customer_cache: db.customer_cache,
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
+        }
+        Command::Script {
+            command: ScriptCommand::Defs { out },
+        } => {
+            let defs = bakkal_script::ScriptHost::default().definitions();
+            match out {
+                Some(path) => std::fs::write(&path, defs)?,
+                None => std::io::Write::write_all(&mut std::io::stdout(), defs.as_bytes())?,
+            }
+            Ok(())
         }
         Command::Migrate { db } => {
             let config = Config {
                 listen: DEFAULT_LISTEN.parse()?,
                 database_url: db.database_url,
                 max_connections: 1,
+                customer_cache: 0,
             };
             let store = server::open_store(&config).await?;
             store.close().await;

@@ -2,9 +2,11 @@
 //! v1alpha), request ids and tracing, compression and graceful shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bakkal_script::ScriptHost;
 use bakkal_store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
@@ -16,12 +18,15 @@ use crate::config::Config;
 use crate::customer_service::CustomerApi;
 use crate::proto;
 use crate::proto::customer_service_server::CustomerServiceServer;
+use crate::proto::script_service_server::ScriptServiceServer;
+use crate::script_service::ScriptApi;
 use crate::tracing_layer;
 
 /// Connect to the database and apply pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let mut opts = StoreOptions::new(config.database_url.clone());
     opts.max_connections = config.max_connections;
+    opts.cache_capacity = config.customer_cache;
     let store = Store::connect(&opts)
         .await
         .with_context(|| format!("cannot open the database {}", redact(&config.database_url)))?;
@@ -64,6 +69,7 @@ pub async fn run(
     health
         .set_serving::<CustomerServiceServer<CustomerApi>>()
         .await;
+    health.set_serving::<ScriptServiceServer<ScriptApi>>().await;
     // Report NOT_SERVING while the database does not answer.
     let watched = store.clone();
     let health_watch = tokio::spawn(async move {
@@ -78,10 +84,14 @@ pub async fn run(
                     health
                         .set_serving::<CustomerServiceServer<CustomerApi>>()
                         .await;
+                    health.set_serving::<ScriptServiceServer<ScriptApi>>().await;
                 } else {
                     tracing::warn!("database does not answer");
                     health
                         .set_not_serving::<CustomerServiceServer<CustomerApi>>()
+                        .await;
+                    health
+                        .set_not_serving::<ScriptServiceServer<ScriptApi>>()
                         .await;
                 }
             }
@@ -98,6 +108,14 @@ pub async fn run(
         .send_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(16 * 1024 * 1024);
+    // One script host (engine and compiled-script cache) for the whole server.
+    let script_host = Arc::new(ScriptHost::default());
+    let scripts = ScriptServiceServer::new(ScriptApi::new(store.clone(), script_host))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(16 * 1024 * 1024);
 
     let layers = ServiceBuilder::new()
         .layer(tracing_layer::set_request_id())
@@ -106,12 +124,17 @@ pub async fn run(
 
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Larger HTTP/2 windows than the 64 KiB default keep client streams (imports) flowing on
+    // fast links, and raise h2's allowance for buffered small DATA frames with them.
     let result = Server::builder()
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(8 << 20))
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(customers)
+        .add_service(scripts)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();

@@ -401,7 +401,7 @@ async fn orders_drive_value_keys_and_stage(server: &TestServer) {
     .await
     .unwrap();
     let got = get(server, &c.name).await.unwrap();
-    let v = got.value.clone().unwrap();
+    let v = got.value.unwrap();
     assert_eq!(got.stage, proto::Stage::Active as i32);
     assert!(got.converted_time.is_some());
     assert_eq!(v.order_count, 2);

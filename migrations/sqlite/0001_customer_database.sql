@@ -39,8 +39,8 @@ CREATE TABLE customers (
 CREATE UNIQUE INDEX customers_email ON customers (email);
 CREATE UNIQUE INDEX customers_phone ON customers (phone);
 CREATE INDEX customers_name_key ON customers (name_key);
-CREATE INDEX customers_referred_by ON customers (referred_by);
-CREATE INDEX customers_merged_into ON customers (merged_into);
+CREATE INDEX customers_referred_by ON customers (referred_by) WHERE referred_by IS NOT NULL;
+CREATE INDEX customers_merged_into ON customers (merged_into) WHERE merged_into IS NOT NULL;
 
 CREATE TABLE interactions (
     id              INTEGER PRIMARY KEY,

@@ -111,6 +111,7 @@ impl TestServer {
             listen: addr,
             database_url: db.url.clone(),
             max_connections: 8,
+            customer_cache: 10_000,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bakkal::server::run(config, listener, async {

@@ -71,3 +71,14 @@ impl SqlBuilder {
         self
     }
 }
+
+/// Placeholder number `n` (1-based) of a statement whose arguments are bound in order, each
+/// once. SQLite gets anonymous `?`: sqlx looks every named parameter up by name, which costs
+/// time quadratic in their number and dominated large multi-row statements. PostgreSQL gets
+/// `$n`.
+pub(crate) fn positional(backend: crate::Backend, n: usize) -> String {
+    match backend {
+        crate::Backend::Sqlite => "?".to_string(),
+        crate::Backend::Postgres => format!("${n}"),
+    }
+}

@@ -586,8 +586,7 @@ impl Store {
 
     /// The live customer `id` is (following merges).
     pub async fn get_customer(&self, id: i64) -> Result<Customer> {
-        let mut conn = self.pool.acquire().await?;
-        load_live(&mut conn, id).await
+        self.cached_customer(id).await
     }
 
     /// One page of customers and the cursor of the next page, with the total matching count.

@@ -10,15 +10,16 @@ use bakkal_domain::time::Micros;
 use bakkal_domain::{ConsentChannel, CustomerFields, Order};
 use sqlx::AnyConnection;
 
-use crate::args::{bind, Arg};
+use crate::args::{positional, Arg};
 use crate::customers::{
     check_unique, field_args, load_live, refresh_referral_count, write_fields, FIELD_COLUMNS,
 };
 use crate::orders::{insert_order, record_in};
-use crate::{Result, Store, StoreError};
+use crate::{Backend, Result, Store, StoreError};
 
-/// Rows per multi-row INSERT: 22 parameters a row stays well under every backend's limit.
-const INSERT_ROWS: usize = 400;
+/// Rows per multi-row INSERT: 22 parameters a row stays under every backend's limit (32766
+/// for SQLite, 65535 for PostgreSQL).
+const INSERT_ROWS: usize = 1000;
 
 /// A validated, normalised customer row of an import.
 #[derive(Debug, Clone)]
@@ -110,13 +111,14 @@ fn merge_for_import(existing: &CustomerFields, row: &CustomerFields) -> Customer
 }
 
 async fn ids_by(
+    backend: Backend,
     conn: &mut AnyConnection,
     column: &str,
     values: &[String],
 ) -> Result<HashMap<String, i64>> {
     let mut out = HashMap::new();
     for chunk in values.chunks(INSERT_ROWS) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| positional(backend, i)).collect();
         // `column` is "email" or "phone", chosen by this module
         let sql = format!(
             "SELECT {column}, id FROM customers WHERE {column} IN ({})",
@@ -135,34 +137,104 @@ async fn ids_by(
     Ok(out)
 }
 
-async fn insert_many(conn: &mut AnyConnection, rows: &[CustomerFields], now: Micros) -> Result<()> {
+/// One multi-row `INSERT … ON CONFLICT DO NOTHING` for `rows`, optionally returning the
+/// (email, phone) of the rows it inserted.
+fn insert_statement(
+    backend: Backend,
+    rows: &[CustomerFields],
+    now: Micros,
+    returning: bool,
+) -> (String, Vec<Arg>) {
     let cols = FIELD_COLUMNS.len() + 2;
-    for chunk in rows.chunks(INSERT_ROWS) {
-        let mut sql = format!(
-            "INSERT INTO customers ({}, create_time, update_time) VALUES ",
-            FIELD_COLUMNS.join(", ")
-        );
-        let mut args = Vec::with_capacity(chunk.len() * cols);
-        for (i, f) in chunk.iter().enumerate() {
-            if i > 0 {
+    let mut sql = format!(
+        "INSERT INTO customers ({}, create_time, update_time) VALUES ",
+        FIELD_COLUMNS.join(", ")
+    );
+    let mut args = Vec::with_capacity(rows.len() * cols);
+    for (i, f) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push('(');
-            for c in 0..cols {
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('$');
-                sql.push_str(&(i * cols + c + 1).to_string());
-            }
-            sql.push(')');
-            args.extend(field_args(f));
-            args.push(Arg::Int(now));
-            args.push(Arg::Int(now));
+            sql.push_str(&positional(backend, i * cols + c + 1));
         }
-        bind(sqlx::query(&sql), &args).execute(&mut *conn).await?;
+        sql.push(')');
+        args.extend(field_args(f));
+        args.push(Arg::Int(now));
+        args.push(Arg::Int(now));
     }
-    Ok(())
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    if returning {
+        sql.push_str(" RETURNING email, phone");
+    }
+    (sql, args)
+}
+
+fn bound<'q, O>(
+    q: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
+    args: Vec<Arg>,
+) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
+    args.into_iter().fold(q, |q, a| match a {
+        Arg::Int(v) => q.bind(v),
+        Arg::OptInt(v) => q.bind(v),
+        Arg::Text(v) => q.bind(v),
+        Arg::OptText(v) => q.bind(v),
+    })
+}
+
+/// Insert `rows`, skipping those whose email or phone is taken; returns the (email, phone) of
+/// the rows inserted. Each chunk is first inserted plainly (the common case: every row is
+/// new); only when some row was skipped is the chunk rolled back to its savepoint and redone
+/// with `RETURNING`, to learn which. The next chunk's statement is built while the database
+/// runs the current one.
+async fn insert_many(
+    backend: Backend,
+    conn: &mut AnyConnection,
+    rows: &[CustomerFields],
+    now: Micros,
+) -> Result<HashSet<(Option<String>, Option<String>)>> {
+    let mut inserted = HashSet::with_capacity(rows.len());
+    let mut chunks = rows.chunks(INSERT_ROWS);
+    let mut current = chunks.next();
+    let mut statement = current.map(|c| insert_statement(backend, c, now, false));
+    while let (Some(chunk), Some((sql, args))) = (current, statement.take()) {
+        sqlx::query("SAVEPOINT import_chunk")
+            .execute(&mut *conn)
+            .await?;
+        let q = args.into_iter().fold(sqlx::query(&sql), |q, a| match a {
+            Arg::Int(v) => q.bind(v),
+            Arg::OptInt(v) => q.bind(v),
+            Arg::Text(v) => q.bind(v),
+            Arg::OptText(v) => q.bind(v),
+        });
+        let following = chunks.next();
+        let (done, next_statement) = futures::join!(q.execute(&mut *conn), async {
+            following.map(|c| insert_statement(backend, c, now, false))
+        });
+        if done?.rows_affected() == chunk.len() as u64 {
+            inserted.extend(chunk.iter().map(|f| (f.email.clone(), f.phone.clone())));
+        } else {
+            sqlx::query("ROLLBACK TO SAVEPOINT import_chunk")
+                .execute(&mut *conn)
+                .await?;
+            let (sql, args) = insert_statement(backend, chunk, now, true);
+            let q = bound(
+                sqlx::query_as::<_, (Option<String>, Option<String>)>(&sql),
+                args,
+            );
+            inserted.extend(q.fetch_all(&mut *conn).await?);
+        }
+        sqlx::query("RELEASE SAVEPOINT import_chunk")
+            .execute(&mut *conn)
+            .await?;
+        current = following;
+        statement = next_statement;
+    }
+    Ok(inserted)
 }
 
 impl Store {
@@ -228,17 +300,10 @@ impl Store {
         now: Micros,
     ) -> Result<ImportOutcome> {
         let mut out = ImportOutcome::default();
-        let emails: Vec<String> = rows.iter().filter_map(|r| r.fields.email.clone()).collect();
-        let phones: Vec<String> = rows.iter().filter_map(|r| r.fields.phone.clone()).collect();
-        let by_email = ids_by(conn, "email", &emails).await?;
-        let by_phone = ids_by(conn, "phone", &phones).await?;
-        let mut new_rows = Vec::new();
         let mut referrers = HashSet::new();
+        let mut valid = Vec::with_capacity(rows.len());
         for r in rows {
-            let f = &r.fields;
-            let e = f.email.as_ref().and_then(|e| by_email.get(e)).copied();
-            let p = f.phone.as_ref().and_then(|p| by_phone.get(p)).copied();
-            if let Some(referrer) = f.referred_by {
+            if let Some(referrer) = r.fields.referred_by {
                 let live: Option<i64> = sqlx::query_scalar(
                     "SELECT id FROM customers WHERE id = $1 AND merged_into IS NULL AND deleted_time IS NULL",
                 )
@@ -254,11 +319,40 @@ impl Store {
                 }
                 referrers.insert(referrer);
             }
+            valid.push(r);
+        }
+        // Optimistically insert every row; the ones whose email or phone is taken come back
+        // as not inserted and take the update path below.
+        let fresh: Vec<CustomerFields> = valid
+            .iter()
+            .map(|r| {
+                let mut f = r.fields.clone();
+                f.consent.stamp_changes(None, now);
+                f
+            })
+            .collect();
+        let inserted = insert_many(self.backend, conn, &fresh, now).await?;
+        out.created += inserted.len() as i64;
+        let rest: Vec<&ImportCustomerRow> = valid
+            .into_iter()
+            .filter(|r| {
+                // a row without email and phone has no unique key: it was inserted
+                let key = (r.fields.email.clone(), r.fields.phone.clone());
+                key != (None, None) && !inserted.contains(&key)
+            })
+            .collect();
+        let emails: Vec<String> = rest.iter().filter_map(|r| r.fields.email.clone()).collect();
+        let phones: Vec<String> = rest.iter().filter_map(|r| r.fields.phone.clone()).collect();
+        let by_email = ids_by(self.backend, conn, "email", &emails).await?;
+        let by_phone = ids_by(self.backend, conn, "phone", &phones).await?;
+        for r in rest {
+            let f = &r.fields;
+            let e = f.email.as_ref().and_then(|e| by_email.get(e)).copied();
+            let p = f.phone.as_ref().and_then(|p| by_phone.get(p)).copied();
             match (e, p) {
                 (None, None) => {
-                    let mut f = f.clone();
-                    f.consent.stamp_changes(None, now);
-                    new_rows.push(f);
+                    // not inserted, yet no holder: a row that is no longer there (raced)
+                    out.reject(r.row, "conflicted with a concurrent write; import it again");
                 }
                 (Some(a), Some(b)) if a != b => out.reject(
                     r.row,
@@ -303,8 +397,6 @@ impl Store {
                 }
             }
         }
-        insert_many(conn, &new_rows, now).await?;
-        out.created += new_rows.len() as i64;
         for r in referrers {
             refresh_referral_count(conn, r).await?;
         }
@@ -342,11 +434,13 @@ impl Store {
         let mut out = ImportOutcome::default();
         let mut tx = self.write_tx().await?;
         let emails: Vec<String> = rows.iter().map(|r| r.email.clone()).collect();
-        let by_email = ids_by(&mut tx, "email", &emails).await?;
+        let by_email = ids_by(self.backend, &mut tx, "email", &emails).await?;
         let ids: Vec<String> = rows.iter().map(|r| r.order.order_id.clone()).collect();
         let mut known = HashSet::new();
         for chunk in ids.chunks(INSERT_ROWS) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let placeholders: Vec<String> = (1..=chunk.len())
+                .map(|i| positional(self.backend, i))
+                .collect();
             let sql = format!(
                 "SELECT order_id FROM orders WHERE order_id IN ({})",
                 placeholders.join(", ")

@@ -6,6 +6,7 @@
 //! SQLite write transactions begin `IMMEDIATE` so concurrent writers queue instead of failing.
 
 mod args;
+mod cache;
 mod customers;
 mod error;
 mod import;
@@ -13,12 +14,16 @@ mod interactions;
 mod orders;
 mod page;
 mod products;
+mod scripts;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+
+use crate::cache::{CustomerCache, Generation};
 
 pub use customers::{
     CustomerQuery, DuplicateCandidate, CUSTOMER_FILTER_FIELDS, CUSTOMER_SORT_FIELDS,
@@ -27,6 +32,9 @@ pub use error::StoreError;
 pub use import::{ImportCustomerRow, ImportOrderRow, ImportOutcome, Rejection};
 pub use interactions::INTERACTION_FILTER_FIELDS;
 pub use page::Cursor;
+pub use scripts::{
+    script_name, script_revision_name, NewScript, Script, ScriptChanges, ScriptRevision,
+};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -45,6 +53,10 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Bumped after every committed write transaction.
+    generation: Generation,
+    /// Customers read since the last write (SQLite only; see `cache.rs`).
+    cache: Option<Arc<CustomerCache>>,
 }
 
 /// How to connect.
@@ -52,6 +64,9 @@ pub struct Store {
 pub struct StoreOptions {
     pub url: String,
     pub max_connections: u32,
+    /// Customers kept in the read cache on SQLite (0: none). PostgreSQL never caches, since
+    /// other servers may write to it.
+    pub cache_capacity: usize,
 }
 
 impl StoreOptions {
@@ -59,6 +74,7 @@ impl StoreOptions {
         Self {
             url: url.into(),
             max_connections: 16,
+            cache_capacity: 100_000,
         }
     }
 }
@@ -96,7 +112,7 @@ impl Store {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 10000; PRAGMA cache_size = -65536; \
-                             PRAGMA temp_store = MEMORY;",
+                             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384;",
                         )
                         .await?;
                     }
@@ -105,7 +121,14 @@ impl Store {
             })
             .connect_with(connect)
             .await?;
-        Ok(Store { pool, backend })
+        let cache = (backend == Backend::Sqlite && opts.cache_capacity > 0)
+            .then(|| Arc::new(CustomerCache::new(opts.cache_capacity)));
+        Ok(Store {
+            pool,
+            backend,
+            generation: Generation::default(),
+            cache,
+        })
     }
 
     /// Apply the migrations for this backend that have not run yet.
@@ -138,11 +161,59 @@ impl Store {
 
     /// Begin a write transaction: `IMMEDIATE` on SQLite, so that a transaction that reads and
     /// then writes waits its turn instead of failing with SQLITE_BUSY.
-    pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
+    pub(crate) async fn write_tx(&self) -> Result<WriteTx> {
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(tx)
+        Ok(WriteTx {
+            tx,
+            generation: self.generation.clone(),
+        })
+    }
+
+    /// Read customer `id` (following merges) through the cache when there is one.
+    pub(crate) async fn cached_customer(&self, id: i64) -> Result<bakkal_domain::Customer> {
+        let Some(cache) = &self.cache else {
+            let mut conn = self.pool.acquire().await?;
+            return customers::load_live(&mut conn, id).await;
+        };
+        let generation = self.generation.current();
+        if let Some(c) = cache.get(id, generation) {
+            return Ok(c);
+        }
+        let mut conn = self.pool.acquire().await?;
+        let c = customers::load_live(&mut conn, id).await?;
+        cache.put(id, generation, &c);
+        Ok(c)
+    }
+}
+
+/// A write transaction. Committing it bumps the store's write generation, which retires
+/// everything cached before; dropping it uncommitted rolls back.
+pub(crate) struct WriteTx {
+    tx: Transaction<'static, Any>,
+    generation: Generation,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        self.generation.bump();
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
     }
 }

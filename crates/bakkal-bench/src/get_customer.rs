@@ -1,0 +1,336 @@
+//! GetCustomer throughput and latency against a bare tonic server that returns a
+//! same-sized message without touching a database.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bakkal::proto::customer_service_client::CustomerServiceClient;
+use bakkal::proto::customer_service_server::{CustomerService, CustomerServiceServer};
+use bakkal::proto::{self, import_customers_request::Row};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::process::{free_port, sibling, Server};
+
+pub async fn run(
+    seconds: u64,
+    connections: usize,
+    streams: usize,
+    customers: usize,
+    cache: usize,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut cmd = Command::new(sibling("bakkal")?);
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database-url",
+        &format!("sqlite://{}", dir.path().join("bench.db").display()),
+        "--customer-cache",
+        &cache.to_string(),
+    ]);
+    let bakkal = Server::start(cmd, port)?;
+    let ch = bakkal.channel().await?;
+    let mut client = CustomerServiceClient::new(ch.clone());
+    wait_until_serving(&mut client).await;
+
+    eprintln!("seeding {customers} customers ...");
+    let rows = (0..customers).map(|i| proto::ImportCustomersRequest {
+        row: Some(Row::Customer(crate::import::generated_customer(i))),
+    });
+    let out = client
+        .import_customers(tokio_stream::iter(rows.collect::<Vec<_>>()))
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        out.created as usize == customers,
+        "seeding created {}",
+        out.created
+    );
+    let first = client
+        .list_customers(proto::ListCustomersRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let sample = first.customers.into_iter().next().expect("a customer");
+    let first_id: u64 = sample.name.trim_start_matches("customers/").parse()?;
+    let sample = client
+        .get_customer(proto::GetCustomerRequest {
+            name: sample.name.clone(),
+        })
+        .await?
+        .into_inner();
+    let hex: String = sample
+        .encode_to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+
+    let bare_port = free_port()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args([
+        "bare-server",
+        "--listen",
+        &format!("127.0.0.1:{bare_port}"),
+        "--message-hex",
+        &hex,
+    ]);
+    let bare = Server::start(cmd, bare_port)?;
+    bare.channel().await?;
+
+    println!(
+        "GetCustomer, {connections} connections x {streams} streams, {seconds} s a round, \
+         response {} bytes, {customers} customers in SQLite, customer cache {cache}",
+        sample.encoded_len()
+    );
+    println!(
+        "{:<28} {:>10} {:>9} {:>9}",
+        "server", "req/s", "p50 ms", "p99 ms"
+    );
+    let mut bare_rps = Vec::new();
+    let mut bakkal_rps = Vec::new();
+    let mut bakkal_p99 = Vec::new();
+    for round in 1..=2 {
+        for (label, server) in [
+            ("bare tonic (baseline)", &bare),
+            ("bakkal GetCustomer", &bakkal),
+        ] {
+            let r = load(
+                server,
+                connections,
+                streams,
+                seconds,
+                first_id,
+                customers as u64,
+            )
+            .await?;
+            println!(
+                "{:<28} {:>10.0} {:>9.2} {:>9.2}",
+                format!("{label} #{round}"),
+                r.rps,
+                r.p50_ms,
+                r.p99_ms
+            );
+            if label.starts_with("bare") {
+                bare_rps.push(r.rps);
+            } else {
+                bakkal_rps.push(r.rps);
+                bakkal_p99.push(r.p99_ms);
+            }
+        }
+    }
+    let best = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max);
+    let worst = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max);
+    println!(
+        "ratio bakkal/bare req/s: {:.2} (best round each; target >= 0.5)   bakkal p99: {:.2} ms (worst round; target <= 5)",
+        best(&bakkal_rps) / best(&bare_rps),
+        worst(&bakkal_p99)
+    );
+    println!(
+        "peak memory: bakkal {:.0} MiB, bare {:.0} MiB",
+        bakkal.peak_rss_mib(),
+        bare.peak_rss_mib()
+    );
+    Ok(())
+}
+
+async fn wait_until_serving(client: &mut CustomerServiceClient<tonic::transport::Channel>) {
+    for _ in 0..300 {
+        if client
+            .list_customers(proto::ListCustomersRequest {
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct LoadResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn load(
+    server: &Server,
+    connections: usize,
+    streams: usize,
+    seconds: u64,
+    first_id: u64,
+    customers: u64,
+) -> anyhow::Result<LoadResult> {
+    let warmup = Duration::from_secs(1);
+    let start = Instant::now() + warmup;
+    let end = start + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        // one HTTP/2 connection each
+        let ch = server.channel().await?;
+        for s in 0..streams {
+            let mut client = CustomerServiceClient::new(ch.clone());
+            let mut seed = (c * streams + s) as u64 * 0x9E37_79B9_7F4A_7C15 + 1;
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(1 << 16);
+                loop {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let id = first_id + seed % customers;
+                    let t0 = Instant::now();
+                    if t0 >= end {
+                        break;
+                    }
+                    let res = client
+                        .get_customer(proto::GetCustomerRequest {
+                            name: format!("customers/{id}"),
+                        })
+                        .await;
+                    res?;
+                    if t0 >= start {
+                        lat.push(t0.elapsed().as_micros() as u32);
+                    }
+                }
+                Ok::<_, tonic::Status>(lat)
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64 / 1000.0;
+    Ok(LoadResult {
+        rps: all.len() as f64 / seconds as f64,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}
+
+/// The baseline: the same service, the same message, no database and no middleware.
+struct Bare {
+    message: proto::Customer,
+}
+
+fn unimplemented<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented("bare server"))
+}
+
+#[tonic::async_trait]
+impl CustomerService for Bare {
+    async fn create_customer(
+        &self,
+        _: Request<proto::CreateCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        unimplemented()
+    }
+    async fn get_customer(
+        &self,
+        _: Request<proto::GetCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        Ok(Response::new(self.message.clone()))
+    }
+    async fn list_customers(
+        &self,
+        _: Request<proto::ListCustomersRequest>,
+    ) -> Result<Response<proto::ListCustomersResponse>, Status> {
+        unimplemented()
+    }
+    async fn update_customer(
+        &self,
+        _: Request<proto::UpdateCustomerRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        unimplemented()
+    }
+    async fn delete_customer(
+        &self,
+        _: Request<proto::DeleteCustomerRequest>,
+    ) -> Result<Response<()>, Status> {
+        unimplemented()
+    }
+    async fn find_duplicates(
+        &self,
+        _: Request<proto::FindDuplicatesRequest>,
+    ) -> Result<Response<proto::FindDuplicatesResponse>, Status> {
+        unimplemented()
+    }
+    async fn merge_customers(
+        &self,
+        _: Request<proto::MergeCustomersRequest>,
+    ) -> Result<Response<proto::Customer>, Status> {
+        unimplemented()
+    }
+    async fn record_interaction(
+        &self,
+        _: Request<proto::RecordInteractionRequest>,
+    ) -> Result<Response<proto::Interaction>, Status> {
+        unimplemented()
+    }
+    async fn list_interactions(
+        &self,
+        _: Request<proto::ListInteractionsRequest>,
+    ) -> Result<Response<proto::ListInteractionsResponse>, Status> {
+        unimplemented()
+    }
+    async fn upsert_product(
+        &self,
+        _: Request<proto::UpsertProductRequest>,
+    ) -> Result<Response<proto::Product>, Status> {
+        unimplemented()
+    }
+    async fn list_products(
+        &self,
+        _: Request<proto::ListProductsRequest>,
+    ) -> Result<Response<proto::ListProductsResponse>, Status> {
+        unimplemented()
+    }
+    async fn record_order(
+        &self,
+        _: Request<proto::RecordOrderRequest>,
+    ) -> Result<Response<proto::Order>, Status> {
+        unimplemented()
+    }
+    async fn list_orders(
+        &self,
+        _: Request<proto::ListOrdersRequest>,
+    ) -> Result<Response<proto::ListOrdersResponse>, Status> {
+        unimplemented()
+    }
+    async fn import_customers(
+        &self,
+        _: Request<Streaming<proto::ImportCustomersRequest>>,
+    ) -> Result<Response<proto::ImportCustomersResponse>, Status> {
+        unimplemented()
+    }
+    type ExportCustomersStream = tokio_stream::Empty<Result<proto::Customer, Status>>;
+    async fn export_customers(
+        &self,
+        _: Request<proto::ExportCustomersRequest>,
+    ) -> Result<Response<Self::ExportCustomersStream>, Status> {
+        unimplemented()
+    }
+}
+
+pub async fn bare_server(listen: SocketAddr, message_hex: &str) -> anyhow::Result<()> {
+    let bytes: Vec<u8> = (0..message_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&message_hex[i..i + 2], 16))
+        .collect::<Result<_, _>>()?;
+    let message = proto::Customer::decode(bytes.as_slice())?;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(CustomerServiceServer::new(Bare { message }))
+        .serve(listen)
+        .await?;
+    Ok(())
+}

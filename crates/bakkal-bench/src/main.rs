@@ -1,0 +1,88 @@
+//! bakkal's benchmarks. Each prints its figure beside a baseline measured in the same run, and
+//! the ratio between them, because absolute numbers on a shared 2-core machine drift.
+//!
+//! ```text
+//! cargo build --release --workspace
+//! target/release/bakkal-bench get-customer   # GetCustomer vs a bare tonic server
+//! target/release/bakkal-bench import         # ImportCustomers vs sqlite3 .import
+//! ```
+//! The servers run as separate processes (the release `bakkal` binary next to this one), so
+//! their peak memory is their own.
+
+mod get_customer;
+mod import;
+mod process;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bakkal-bench",
+    about = "bakkal benchmarks, each against a baseline in the same run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// GetCustomer throughput and latency at 16 connections x 16 streams, against a bare tonic
+    /// server returning a message of the same size.
+    GetCustomer {
+        /// Seconds of load per round (each server gets two rounds, interleaved).
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 16)]
+        streams: usize,
+        /// Customers in the database; requests pick among them at random.
+        #[arg(long, default_value_t = 10_000)]
+        customers: usize,
+        /// The server's --customer-cache (0: every GetCustomer reads SQLite).
+        #[arg(long, default_value_t = 100_000)]
+        cache: usize,
+    },
+    /// ImportCustomers of N generated customers into SQLite, against sqlite3's .import of the
+    /// same rows.
+    Import {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+    },
+    /// The baseline server of `get-customer` (started by it; not for direct use).
+    #[command(hide = true)]
+    BareServer {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Hex of the encoded Customer message to return.
+        #[arg(long)]
+        message_hex: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match Cli::parse().command {
+        Command::GetCustomer {
+            seconds,
+            connections,
+            streams,
+            customers,
+            cache,
+        } => rt.block_on(get_customer::run(
+            seconds,
+            connections,
+            streams,
+            customers,
+            cache,
+        )),
+        Command::Import { rows } => rt.block_on(import::run(rows)),
+        Command::BareServer {
+            listen,
+            message_hex,
+        } => rt.block_on(get_customer::bare_server(listen, &message_hex)),
+    }
+}

@@ -1,0 +1,86 @@
+//! Starting the server processes under test and reading their peak memory.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// A free loopback port.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A binary built next to this one (`target/release/NAME`).
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build --release --workspace`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    /// Start `cmd`; its output goes to the file named by `BAKKAL_BENCH_SERVER_LOG`, if set.
+    pub fn start(mut cmd: Command, port: u16) -> anyhow::Result<Server> {
+        let out = match std::env::var_os("BAKKAL_BENCH_SERVER_LOG") {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => Stdio::null(),
+        };
+        let child = cmd
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start server")?;
+        Ok(Server {
+            child,
+            addr: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Peak resident memory (VmHWM) in MiB, read while the process still runs.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    }
+
+    pub async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        let endpoint = tonic::transport::Endpoint::from_shared(self.addr.clone())?;
+        for _ in 0..300 {
+            if let Ok(ch) = endpoint.connect().await {
+                return Ok(ch);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("server at {} did not come up", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
