@@ -9,6 +9,7 @@ mod convert;
 mod customer_service;
 mod page_token;
 mod script_service;
+mod segment_service;
 pub mod server;
 pub mod status;
 mod tracing_layer;

@@ -19,7 +19,9 @@ use crate::customer_service::CustomerApi;
 use crate::proto;
 use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::script_service_server::ScriptServiceServer;
+use crate::proto::segment_service_server::SegmentServiceServer;
 use crate::script_service::ScriptApi;
+use crate::segment_service::SegmentApi;
 use crate::tracing_layer;
 
 /// Connect to the database and apply pending migrations.
@@ -70,6 +72,9 @@ pub async fn run(
         .set_serving::<CustomerServiceServer<CustomerApi>>()
         .await;
     health.set_serving::<ScriptServiceServer<ScriptApi>>().await;
+    health
+        .set_serving::<SegmentServiceServer<SegmentApi>>()
+        .await;
     // Report NOT_SERVING while the database does not answer.
     let watched = store.clone();
     let health_watch = tokio::spawn(async move {
@@ -85,6 +90,9 @@ pub async fn run(
                         .set_serving::<CustomerServiceServer<CustomerApi>>()
                         .await;
                     health.set_serving::<ScriptServiceServer<ScriptApi>>().await;
+                    health
+                        .set_serving::<SegmentServiceServer<SegmentApi>>()
+                        .await;
                 } else {
                     tracing::warn!("database does not answer");
                     health
@@ -92,6 +100,9 @@ pub async fn run(
                         .await;
                     health
                         .set_not_serving::<ScriptServiceServer<ScriptApi>>()
+                        .await;
+                    health
+                        .set_not_serving::<SegmentServiceServer<SegmentApi>>()
                         .await;
                 }
             }
@@ -110,7 +121,13 @@ pub async fn run(
         .max_decoding_message_size(16 * 1024 * 1024);
     // One script host (engine and compiled-script cache) for the whole server.
     let script_host = Arc::new(ScriptHost::default());
-    let scripts = ScriptServiceServer::new(ScriptApi::new(store.clone(), script_host))
+    let scripts = ScriptServiceServer::new(ScriptApi::new(store.clone(), script_host.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(16 * 1024 * 1024);
+    let segments = SegmentServiceServer::new(SegmentApi::new(store.clone(), script_host))
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip)
@@ -135,6 +152,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(customers)
         .add_service(scripts)
+        .add_service(segments)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();

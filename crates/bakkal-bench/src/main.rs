@@ -5,6 +5,7 @@
 //! cargo build --release --workspace
 //! target/release/bakkal-bench get-customer   # GetCustomer vs a bare tonic server
 //! target/release/bakkal-bench import         # ImportCustomers vs sqlite3 .import
+//! target/release/bakkal-bench segments       # Preview/RefreshSegment, ComputeScores vs SQL
 //! ```
 //! The servers run as separate processes (the release `bakkal` binary next to this one), so
 //! their peak memory is their own.
@@ -12,6 +13,7 @@
 mod get_customer;
 mod import;
 mod process;
+mod segments;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +52,15 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
     },
+    /// PreviewSegment, RefreshSegment and ComputeScores over N generated customers (0-5
+    /// orders each) in SQLite, against the same predicate as SQL through the sqlite3 shell.
+    Segments {
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: usize,
+        /// Keep the generated database here and reuse it on later runs (default: a temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// The baseline server of `get-customer` (started by it; not for direct use).
     #[command(hide = true)]
     BareServer {
@@ -80,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             cache,
         )),
         Command::Import { rows } => rt.block_on(import::run(rows)),
+        Command::Segments { customers, dir } => rt.block_on(segments::run(customers, dir)),
         Command::BareServer {
             listen,
             message_hex,

@@ -15,6 +15,7 @@ mod orders;
 mod page;
 mod products;
 mod scripts;
+mod segments;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -34,6 +35,11 @@ pub use interactions::INTERACTION_FILTER_FIELDS;
 pub use page::Cursor;
 pub use scripts::{
     script_name, script_revision_name, NewScript, Script, ScriptChanges, ScriptRevision,
+};
+pub use segments::{
+    parse_segment_filter, segment_name, BatchCustomer, Breakdown, CustomerScore, NewEvent,
+    NewSegment, PredicateClause, PredicateColumn, PredicateValue, PyramidCell, ScoreInput,
+    ScoreRow, Segment, StoredValueModel, SEGMENT_FILTER_FIELDS,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

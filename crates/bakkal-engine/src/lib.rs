@@ -1,0 +1,56 @@
+//! bakkal's evaluation engine: the value model and customer scores (the pyramid), and
+//! segments chosen by `SEGMENT` scripts.
+//!
+//! * [`model`]: the value model (weighted value keys, tiers by percentile), checked.
+//! * [`score::compute_scores`]: one pass over every live customer's numbers (compact arrays,
+//!   never whole records), percentile-rank normalisation, weighted scores, tiers and RFM
+//!   quintiles, written in batched transactions with a `tier_changed` event per change.
+//! * [`segment::evaluate`] / [`segment::refresh`]: stream customers from the store in keyset
+//!   batches (their orders only when the script reads orders), run the compiled script on all
+//!   cores off the async runtime, count and sample script errors without aborting; refresh
+//!   materialises the members and writes `segment_entered` / `segment_exited` events.
+//! * [`predicate`]: a rule that is a pure predicate over value keys and fields is translated
+//!   into SQL and run inside the database instead (same members, database speed).
+//!
+//! This crate knows nothing of gRPC.
+
+pub mod model;
+pub mod predicate;
+pub mod score;
+pub mod segment;
+
+pub use model::{Tier, ValueModel};
+pub use score::{compute_scores, ScoreOutcome};
+pub use segment::{
+    evaluate, needs_orders, refresh, ErrorExample, Evaluation, RefreshOutcome, Rule,
+};
+
+/// What can go wrong in a run.
+#[derive(Debug)]
+pub enum EngineError {
+    Store(bakkal_store::StoreError),
+    /// A worker thread failed (a bug; logged by the caller).
+    Internal(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Store(e) => write!(f, "{e}"),
+            EngineError::Internal(m) => write!(f, "internal error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl From<bakkal_store::StoreError> for EngineError {
+    fn from(e: bakkal_store::StoreError) -> Self {
+        EngineError::Store(e)
+    }
+}
+
+/// Worker threads for evaluation: one per core.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}

@@ -1,0 +1,378 @@
+//! Segment evaluation: customers streamed from the store in keyset batches (the next batch is
+//! read while the current one is evaluated), the compiled `SEGMENT` script run over each batch
+//! on every core, off the async runtime. A script error for one customer is counted (the first
+//! few kept as examples) and that customer is not a member; the run goes on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bakkal_domain::filter::Clause;
+use bakkal_domain::name::customer_name;
+use bakkal_domain::time::Micros;
+use bakkal_script::{CompiledScript, ScriptCustomer, ScriptHost};
+use bakkal_store::{BatchCustomer, PredicateClause, Segment, Store};
+
+use crate::EngineError;
+
+/// Customers per batch when the script reads only the customer record.
+pub const BATCH: usize = 4096;
+/// Customers per batch when their orders are loaded too.
+pub const BATCH_WITH_ORDERS: usize = 1024;
+/// Error examples kept per run.
+pub const MAX_ERROR_EXAMPLES: usize = 5;
+/// The tier key of customers not scored yet.
+pub const UNSCORED: &str = "UNSCORED";
+
+/// Script functions and properties that read a customer's orders.
+const ORDER_WORDS: &[&str] = &[
+    "orders",
+    "has_bought",
+    "spent_in_days",
+    "orders_in_days",
+    "category_counts",
+    "bought_skus",
+];
+
+/// Does the script read orders? (A word scan of the source: a false positive only costs a
+/// query per batch.)
+pub fn needs_orders(source: &str) -> bool {
+    ORDER_WORDS.iter().any(|w| {
+        source.match_indices(w).any(|(i, _)| {
+            let before = source[..i].chars().next_back();
+            let after = source[i + w.len()..].chars().next();
+            let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            !ident(before) && !ident(after)
+        })
+    })
+}
+
+/// A compiled SEGMENT script and how to run it.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub script: CompiledScript,
+    /// Does it read orders (load them with each batch)?
+    pub with_orders: bool,
+    /// The rule as SQL, when it is a pure predicate (see [`crate::predicate`]).
+    pub predicate: Option<Vec<PredicateClause>>,
+}
+
+impl Rule {
+    pub fn new(script: CompiledScript, source: &str) -> Rule {
+        Rule {
+            script,
+            with_orders: needs_orders(source),
+            predicate: crate::predicate::translate(source),
+        }
+    }
+
+    /// The same rule, always run by the interpreter.
+    pub fn interpreted(mut self) -> Rule {
+        self.predicate = None;
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorExample {
+    /// `customers/{id}`.
+    pub customer: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    pub evaluated_count: i64,
+    pub matched_count: i64,
+    pub error_count: i64,
+    pub error_examples: Vec<ErrorExample>,
+    /// The first `sample_size` members by id.
+    pub sample: Vec<i64>,
+    /// Every member's id, ascending (only when asked for).
+    pub matched_ids: Vec<i64>,
+    /// Members per tier (`UNSCORED` for customers without a score).
+    pub tier_counts: BTreeMap<String, i64>,
+    pub duration: Duration,
+    /// Run as SQL inside the database (a pure predicate), not by the interpreter.
+    pub in_database: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshOutcome {
+    pub evaluation: Evaluation,
+    pub entered_count: i64,
+    pub exited_count: i64,
+    pub segment: Segment,
+}
+
+/// What a batch gave.
+#[derive(Default)]
+struct Part {
+    evaluated: i64,
+    matched: Vec<(i64, Option<String>)>,
+    errors: i64,
+    examples: Vec<ErrorExample>,
+}
+
+fn eval_slice(
+    host: &ScriptHost,
+    script: &CompiledScript,
+    batch: Vec<BatchCustomer>,
+    now: Micros,
+) -> Part {
+    let mut part = Part::default();
+    for b in batch {
+        part.evaluated += 1;
+        let id = b.customer.id;
+        let customer = ScriptCustomer::new(b.customer, b.orders);
+        match host.eval_segment(script, &customer, now).value {
+            Ok(true) => part.matched.push((id, b.tier)),
+            Ok(false) => {}
+            Err(e) => {
+                part.errors += 1;
+                if part.examples.len() < MAX_ERROR_EXAMPLES {
+                    part.examples.push(ErrorExample {
+                        customer: customer_name(id),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    part
+}
+
+/// Evaluate one batch on `threads` threads; the parts come back in id order.
+fn eval_batch(
+    host: &ScriptHost,
+    script: &CompiledScript,
+    mut batch: Vec<BatchCustomer>,
+    threads: usize,
+    now: Micros,
+) -> Vec<Part> {
+    let threads = threads.clamp(1, batch.len().max(1));
+    if threads == 1 {
+        return vec![eval_slice(host, script, batch, now)];
+    }
+    let per = batch.len().div_ceil(threads);
+    let mut slices = Vec::with_capacity(threads);
+    while batch.len() > per {
+        let rest = batch.split_off(per);
+        slices.push(batch);
+        batch = rest;
+    }
+    slices.push(batch);
+    std::thread::scope(|s| {
+        let mut slices = slices.into_iter();
+        let first = slices.next().unwrap_or_default();
+        let handles: Vec<_> = slices
+            .map(|slice| s.spawn(move || eval_slice(host, script, slice, now)))
+            .collect();
+        let mut parts = vec![eval_slice(host, script, first, now)];
+        for h in handles {
+            parts.push(h.join().unwrap_or_default());
+        }
+        parts
+    })
+}
+
+/// Run `rule` over every live customer matching `clauses`: as SQL when it is a pure
+/// predicate, by the interpreter otherwise.
+pub async fn evaluate(
+    store: &Store,
+    host: &Arc<ScriptHost>,
+    rule: &Rule,
+    clauses: &[Clause],
+    sample_size: usize,
+    collect_ids: bool,
+    now: Micros,
+) -> Result<Evaluation, EngineError> {
+    let started = Instant::now();
+    if let Some(predicate) = &rule.predicate {
+        let mut out = Evaluation {
+            in_database: true,
+            ..Evaluation::default()
+        };
+        if collect_ids {
+            let (evaluated, ids) = store.predicate_members(clauses, predicate, now).await?;
+            out.evaluated_count = evaluated;
+            out.matched_count = ids.len() as i64;
+            out.sample = ids.iter().take(sample_size).copied().collect();
+            out.matched_ids = ids;
+        } else {
+            let (evaluated, tiers, sample) = store
+                .predicate_preview(clauses, predicate, sample_size, now)
+                .await?;
+            out.evaluated_count = evaluated;
+            out.sample = sample;
+            for (tier, n) in tiers {
+                out.matched_count += n;
+                *out.tier_counts
+                    .entry(tier.unwrap_or_else(|| UNSCORED.to_string()))
+                    .or_default() += n;
+            }
+        }
+        out.duration = started.elapsed();
+        return Ok(out);
+    }
+    let with_orders = rule.with_orders;
+    let script = &rule.script;
+    let limit = if with_orders {
+        BATCH_WITH_ORDERS
+    } else {
+        BATCH
+    };
+    // Reader: fetch the next batch while the current one is evaluated.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<BatchCustomer>, EngineError>>(1);
+    let reader_store = store.clone();
+    let reader_clauses = clauses.to_vec();
+    let reader = tokio::spawn(async move {
+        let mut after = 0;
+        loop {
+            let batch = reader_store
+                .customer_batch(after, limit, &reader_clauses, with_orders, now)
+                .await;
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let done = batch.len() < limit;
+            if let Some(last) = batch.last() {
+                after = last.customer.id;
+            }
+            if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
+                return;
+            }
+            if done {
+                return;
+            }
+        }
+    });
+
+    let threads = crate::threads();
+    let mut out = Evaluation::default();
+    while let Some(batch) = rx.recv().await {
+        let batch = batch?;
+        let host = host.clone();
+        let script = script.clone();
+        let parts =
+            tokio::task::spawn_blocking(move || eval_batch(&host, &script, batch, threads, now))
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+        for p in parts {
+            out.evaluated_count += p.evaluated;
+            out.error_count += p.errors;
+            for e in p.examples {
+                if out.error_examples.len() < MAX_ERROR_EXAMPLES {
+                    out.error_examples.push(e);
+                }
+            }
+            out.matched_count += p.matched.len() as i64;
+            for (id, tier) in p.matched {
+                if out.sample.len() < sample_size {
+                    out.sample.push(id);
+                }
+                if collect_ids {
+                    out.matched_ids.push(id);
+                }
+                let key = tier.unwrap_or_else(|| UNSCORED.to_string());
+                *out.tier_counts.entry(key).or_default() += 1;
+            }
+        }
+    }
+    reader
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
+    out.duration = started.elapsed();
+    Ok(out)
+}
+
+/// Sorted `new` against sorted `old`: (entered, exited).
+fn diff(old: &[i64], new: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    let (mut entered, mut exited) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                exited.push(*a);
+                i += 1;
+            }
+            (Some(_), Some(b)) => {
+                entered.push(*b);
+                j += 1;
+            }
+            (Some(a), None) => {
+                exited.push(*a);
+                i += 1;
+            }
+            (None, Some(b)) => {
+                entered.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (entered, exited)
+}
+
+/// Evaluate a segment and materialise its members: who entered and who exited since the last
+/// refresh are written, with their events, in one transaction.
+pub async fn refresh(
+    store: &Store,
+    host: &Arc<ScriptHost>,
+    segment_id: i64,
+    rule: &Rule,
+    clauses: &[Clause],
+    now: Micros,
+) -> Result<RefreshOutcome, EngineError> {
+    let started = Instant::now();
+    let mut evaluation = evaluate(store, host, rule, clauses, 0, true, now).await?;
+    let old = store.segment_member_ids(segment_id).await?;
+    let new = std::mem::take(&mut evaluation.matched_ids);
+    let (entered, exited) = diff(&old, &new);
+    drop(old);
+    let elapsed = started.elapsed();
+    let segment = store
+        .apply_segment_refresh(
+            segment_id,
+            &entered,
+            &exited,
+            new.len() as i64,
+            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX),
+            now,
+        )
+        .await?;
+    evaluation.duration = started.elapsed();
+    Ok(RefreshOutcome {
+        evaluation,
+        entered_count: entered.len() as i64,
+        exited_count: exited.len() as i64,
+        segment,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_words() {
+        assert!(needs_orders("fn matches(c) { c.orders.len() > 2 }"));
+        assert!(needs_orders("fn matches(c) { has_bought(c, \"tea\") }"));
+        assert!(!needs_orders("fn matches(c) { c.order_count > 2 }"));
+        assert!(!needs_orders("fn matches(c) { c.my_orders_x > 2 }"));
+    }
+
+    #[test]
+    fn diffs() {
+        assert_eq!(diff(&[1, 2, 4], &[2, 3, 4, 5]), (vec![3, 5], vec![1]));
+        assert_eq!(diff(&[], &[1]), (vec![1], vec![]));
+    }
+}
