@@ -635,16 +635,12 @@ impl Store {
         let rows = bind(sqlx::query(&b.sql), &b.args)
             .fetch_all(&self.pool)
             .await?;
-        let mut customers = rows
+        let customers = rows
             .iter()
             .map(|r| customer_from_row(r).map(|c| c.customer))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let next = if customers.len() > q.page_size {
-            customers.truncate(q.page_size);
-            customers.last().map(|c| sort_key(&q.order_by.field, c))
-        } else {
-            None
-        };
+        let (customers, next) =
+            crate::page::split_page(customers, q.page_size, |c| sort_key(&q.order_by.field, c));
         let total = if with_total {
             bind_as(sqlx::query_as::<_, (i64,)>(&total_sql), &total_args)
                 .fetch_one(&self.pool)

@@ -120,16 +120,12 @@ impl Store {
         let rows = bind(sqlx::query(&b.sql), &b.args)
             .fetch_all(&mut *conn)
             .await?;
-        let mut out = rows
+        let out = rows
             .iter()
             .map(from_row)
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let next = if out.len() > page_size {
-            out.truncate(page_size);
-            out.last().map(|i| Cursor::Int(i.occurred_time, i.id))
-        } else {
-            None
-        };
+        let (out, next) =
+            crate::page::split_page(out, page_size, |i| Cursor::Int(i.occurred_time, i.id));
         Ok((out, next))
     }
 }

@@ -139,18 +139,13 @@ impl Store {
             .bind(page_size as i64 + 1)
             .fetch_all(&mut *conn)
             .await?;
-        let mut orders = rows
+        let orders = rows
             .iter()
             .map(order_from_row)
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let next = if orders.len() > page_size {
-            orders.truncate(page_size);
-            orders
-                .last()
-                .map(|o| Cursor::Pair(o.placed_time, o.order_id.clone()))
-        } else {
-            None
-        };
+        let (orders, next) = crate::page::split_page(orders, page_size, |o| {
+            Cursor::Pair(o.placed_time, o.order_id.clone())
+        });
         Ok((orders, next))
     }
 

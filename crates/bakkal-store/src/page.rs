@@ -38,6 +38,22 @@ impl Cursor {
     }
 }
 
+/// Cut a list read with one row more than `page_size` into the page and, when that extra row
+/// was there, the cursor after the page's last row.
+pub(crate) fn split_page<T>(
+    mut rows: Vec<T>,
+    page_size: usize,
+    cursor: impl Fn(&T) -> Cursor,
+) -> (Vec<T>, Option<Cursor>) {
+    if rows.len() > page_size {
+        rows.truncate(page_size);
+        let next = rows.last().map(cursor);
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +68,15 @@ mod tests {
             assert_eq!(Cursor::decode(&c.encode()), Some(c));
         }
         assert_eq!(Cursor::decode("x"), None);
+    }
+
+    #[test]
+    fn pages_split_on_the_extra_row() {
+        let key = |v: &i64| Cursor::Int(*v, *v);
+        assert_eq!(
+            split_page(vec![1, 2, 3], 2, key),
+            (vec![1, 2], Some(Cursor::Int(2, 2)))
+        );
+        assert_eq!(split_page(vec![1, 2], 2, key), (vec![1, 2], None));
     }
 }

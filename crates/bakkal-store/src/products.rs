@@ -72,16 +72,12 @@ impl Store {
         let rows = bind(sqlx::query(&b.sql), &b.args)
             .fetch_all(&self.pool)
             .await?;
-        let mut out = rows
+        let out = rows
             .iter()
             .map(from_row)
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let next = if out.len() > page_size {
-            out.truncate(page_size);
-            out.last().map(|p| Cursor::Text(p.sku.clone(), 0))
-        } else {
-            None
-        };
+        let (out, next) =
+            crate::page::split_page(out, page_size, |p| Cursor::Text(p.sku.clone(), 0));
         Ok((out, next))
     }
 }

@@ -258,16 +258,11 @@ impl Store {
         let rows = bind(sqlx::query(&b.sql), &b.args)
             .fetch_all(&self.pool)
             .await?;
-        let mut out = rows
+        let out = rows
             .iter()
             .map(script_from_row)
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let next = if out.len() > page_size {
-            out.truncate(page_size);
-            out.last().map(|s| Cursor::Int(s.id, s.id))
-        } else {
-            None
-        };
+        let (out, next) = crate::page::split_page(out, page_size, |s| Cursor::Int(s.id, s.id));
         Ok((out, next))
     }
 
@@ -374,16 +369,12 @@ impl Store {
         .bind(page_size as i64 + 1)
         .fetch_all(&mut *conn)
         .await?;
-        let mut out = rows
+        let out = rows
             .iter()
             .map(revision_from_row)
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let next = if out.len() > page_size {
-            out.truncate(page_size);
-            out.last().map(|r| Cursor::Int(r.revision, r.script_id))
-        } else {
-            None
-        };
+        let (out, next) =
+            crate::page::split_page(out, page_size, |r| Cursor::Int(r.revision, r.script_id));
         Ok((out, active, next))
     }
 }

@@ -891,16 +891,11 @@ impl Store {
             .bind(page_size as i64 + 1)
             .fetch_all(&self.pool)
             .await?;
-        let mut out = rows
+        let out = rows
             .iter()
             .map(segment_from_row)
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let next = if out.len() > page_size {
-            out.truncate(page_size);
-            out.last().map(|s| Cursor::Int(s.id, s.id))
-        } else {
-            None
-        };
+        let (out, next) = crate::page::split_page(out, page_size, |s| Cursor::Int(s.id, s.id));
         Ok((out, next))
     }
 
@@ -1030,13 +1025,8 @@ impl Store {
         .bind(page_size as i64 + 1)
         .fetch_all(&self.pool)
         .await?;
-        let mut ids: Vec<i64> = ids.into_iter().map(|(id,)| id).collect();
-        let next = if ids.len() > page_size {
-            ids.truncate(page_size);
-            ids.last().map(|&id| Cursor::Int(id, id))
-        } else {
-            None
-        };
+        let ids: Vec<i64> = ids.into_iter().map(|(id,)| id).collect();
+        let (ids, next) = crate::page::split_page(ids, page_size, |&id| Cursor::Int(id, id));
         Ok((ids, next))
     }
 
