@@ -37,6 +37,7 @@ fn resource_type(name: &str) -> &'static str {
         Some("products") => "bakkal.v1.Product",
         Some("scripts") if name.contains('@') => "bakkal.v1.ScriptRevision",
         Some("scripts") => "bakkal.v1.Script",
+        Some("segments") => "bakkal.v1.Segment",
         _ => "",
     }
 }
