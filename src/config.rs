@@ -14,4 +14,7 @@ pub struct Config {
     pub max_connections: u32,
     /// Customers kept in the SQLite read cache (0: none).
     pub customer_cache: usize,
+    /// The outbox file sink; `None`: `bakkal-outbox.jsonl` next to a SQLite database, else in
+    /// the working directory.
+    pub outbox_file: Option<std::path::PathBuf>,
 }

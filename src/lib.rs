@@ -4,9 +4,11 @@
 //! and domain types, maps every error to one status code (see [`status`]), and nothing else:
 //! the rules live in `bakkal-domain`, the SQL in `bakkal-store`.
 
+mod campaign_service;
 pub mod config;
 mod convert;
 mod customer_service;
+mod dispatcher;
 mod page_token;
 mod script_service;
 mod segment_service;

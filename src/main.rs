@@ -36,6 +36,11 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         db: DatabaseArgs,
+        /// File the outbox dispatcher appends delivered messages to (one JSON line each).
+        /// Default: `bakkal-outbox.jsonl` next to a SQLite database, else in the working
+        /// directory.
+        #[arg(long, env = "BAKKAL_OUTBOX_FILE")]
+        outbox_file: Option<std::path::PathBuf>,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -73,12 +78,17 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(writer)
         .init();
     match Cli::parse().command {
-        Command::Serve { listen, db } => {
+        Command::Serve {
+            listen,
+            db,
+            outbox_file,
+        } => {
             let config = Config {
                 listen,
                 database_url: db.database_url,
                 max_connections: db.max_connections,
                 customer_cache: db.customer_cache,
+                outbox_file,
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -99,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
                 database_url: db.database_url,
                 max_connections: 1,
                 customer_cache: 0,
+                outbox_file: None,
             };
             let store = server::open_store(&config).await?;
             store.close().await;

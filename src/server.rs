@@ -14,9 +14,11 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tower::ServiceBuilder;
 
+use crate::campaign_service::CampaignApi;
 use crate::config::Config;
 use crate::customer_service::CustomerApi;
 use crate::proto;
+use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::script_service_server::ScriptServiceServer;
 use crate::proto::segment_service_server::SegmentServiceServer;
@@ -75,6 +77,9 @@ pub async fn run(
     health
         .set_serving::<SegmentServiceServer<SegmentApi>>()
         .await;
+    health
+        .set_serving::<CampaignServiceServer<CampaignApi>>()
+        .await;
     // Report NOT_SERVING while the database does not answer.
     let watched = store.clone();
     let health_watch = tokio::spawn(async move {
@@ -93,6 +98,9 @@ pub async fn run(
                     health
                         .set_serving::<SegmentServiceServer<SegmentApi>>()
                         .await;
+                    health
+                        .set_serving::<CampaignServiceServer<CampaignApi>>()
+                        .await;
                 } else {
                     tracing::warn!("database does not answer");
                     health
@@ -103,6 +111,9 @@ pub async fn run(
                         .await;
                     health
                         .set_not_serving::<SegmentServiceServer<SegmentApi>>()
+                        .await;
+                    health
+                        .set_not_serving::<CampaignServiceServer<CampaignApi>>()
                         .await;
                 }
             }
@@ -127,6 +138,13 @@ pub async fn run(
         .send_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Zstd)
         .max_decoding_message_size(16 * 1024 * 1024);
+    let campaigns =
+        CampaignServiceServer::new(CampaignApi::new(store.clone(), script_host.clone()))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(16 * 1024 * 1024);
     let segments = SegmentServiceServer::new(SegmentApi::new(store.clone(), script_host))
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -138,6 +156,11 @@ pub async fn run(
         .layer(tracing_layer::set_request_id())
         .layer(tracing_layer::trace_layer())
         .layer(tracing_layer::propagate_request_id());
+
+    // The outbox dispatcher, stopped before the store closes.
+    let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
+    let outbox = crate::dispatcher::outbox_path(config.outbox_file.as_ref(), &config.database_url);
+    let dispatcher = tokio::spawn(crate::dispatcher::run(store.clone(), outbox, stop_rx));
 
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -153,9 +176,12 @@ pub async fn run(
         .add_service(customers)
         .add_service(scripts)
         .add_service(segments)
+        .add_service(campaigns)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();
+    let _ = stop_dispatch.send(true);
+    let _ = dispatcher.await;
     store.close().await;
     tracing::info!("bakkal stopped");
     result.context("server failed")

@@ -92,6 +92,9 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub channel: Channel,
     pub db_url: String,
+    /// The file the outbox dispatcher appends delivered messages to.
+    pub outbox_file: std::path::PathBuf,
+    _outbox_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     _db: TestDb,
@@ -107,11 +110,13 @@ impl TestServer {
     pub async fn start_on(db: TestDb) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let outbox_dir = tempfile::tempdir().expect("temp dir");
         let config = Config {
             listen: addr,
             database_url: db.url.clone(),
             max_connections: 8,
             customer_cache: 10_000,
+            outbox_file: Some(outbox_dir.path().join("outbox.jsonl")),
         };
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bakkal::server::run(config, listener, async {
@@ -122,6 +127,8 @@ impl TestServer {
             addr,
             channel,
             db_url: db.url.clone(),
+            outbox_file: outbox_dir.path().join("outbox.jsonl"),
+            _outbox_dir: outbox_dir,
             shutdown: Some(tx),
             handle: Some(handle),
             _db: db,

@@ -12,8 +12,12 @@
 //! * [`predicate`]: a rule that is a pure predicate over value keys and fields is translated
 //!   into SQL and run inside the database instead (same members, database speed).
 //!
+//! * [`campaign`]: campaign runs over a segment's members: holdout, consent, frequency cap,
+//!   quiet hours, the MESSAGE script, and the outbox written batch by batch, exactly once.
+//!
 //! This crate knows nothing of gRPC.
 
+pub mod campaign;
 pub mod model;
 pub mod predicate;
 pub mod score;

@@ -7,6 +7,7 @@
 
 mod args;
 mod cache;
+mod campaigns;
 mod customers;
 mod error;
 mod import;
@@ -26,6 +27,10 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
 use crate::cache::{CustomerCache, Generation};
 
+pub use campaigns::{
+    campaign_name, campaign_run_name, message_name, Campaign, CampaignFields, CampaignRun,
+    MessageParent, NewMessage, OutboxMessage, RunCounters,
+};
 pub use customers::{
     CustomerQuery, DuplicateCandidate, CUSTOMER_FILTER_FIELDS, CUSTOMER_SORT_FIELDS,
 };

@@ -1,0 +1,733 @@
+//! Campaigns, their runs and the message outbox. A run's batch (its counters and its messages)
+//! is written in one transaction; each message carries a unique idempotency key and is
+//! inserted with `ON CONFLICT DO NOTHING`, so a retried or resumed run never queues a message
+//! twice. The dispatcher claims queued messages (`FOR UPDATE SKIP LOCKED` on PostgreSQL; the
+//! single writer on SQLite) under a lease and marks them delivered.
+
+use std::collections::{HashMap, HashSet};
+
+use bakkal_domain::time::Micros;
+use bakkal_domain::Customer;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::customers::load_live;
+use crate::page::Cursor;
+use crate::{Backend, Result, Store, StoreError};
+
+pub fn campaign_name(id: i64) -> String {
+    format!("campaigns/{id}")
+}
+
+pub fn campaign_run_name(campaign_id: i64, run_id: i64) -> String {
+    format!("campaigns/{campaign_id}/runs/{run_id}")
+}
+
+pub fn message_name(id: i64) -> String {
+    format!("messages/{id}")
+}
+
+/// A campaign's settings, as written by create and update.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CampaignFields {
+    pub display_name: String,
+    /// `PROSPECTING`, `CROSS_SELL`, `WIN_BACK`, `LOYALTY`.
+    pub strategy: String,
+    pub audience_segment_id: i64,
+    pub offer_script: String,
+    pub message_script: String,
+    /// `email`, `sms`, `push`, `phone`.
+    pub channel: String,
+    pub holdout_percent: i64,
+    /// 0: no cap.
+    pub cap_max_messages: i64,
+    pub cap_per_days: i64,
+    /// UTC hours `[start, end)`; `None`: no quiet hours.
+    pub quiet_hours: Option<(i64, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Campaign {
+    pub id: i64,
+    pub fields: CampaignFields,
+    /// `DRAFT`, `SCHEDULED`, `RUNNING`, `PAUSED`, `COMPLETED`, `FAILED`.
+    pub state: String,
+    pub version: i64,
+    pub create_time: Micros,
+    pub update_time: Micros,
+}
+
+impl Campaign {
+    pub fn name(&self) -> String {
+        campaign_name(self.id)
+    }
+
+    pub fn etag(&self) -> String {
+        bakkal_domain::customer::etag(self.version)
+    }
+}
+
+/// Counters of a run (also the per-batch increments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunCounters {
+    pub evaluated: i64,
+    pub targeted: i64,
+    pub held_out: i64,
+    pub suppressed_no_consent: i64,
+    pub suppressed_capped: i64,
+    pub suppressed_quiet_hours: i64,
+    pub suppressed_already_sent: i64,
+    pub queued: i64,
+    pub script_errors: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignRun {
+    pub id: i64,
+    pub campaign_id: i64,
+    /// `RUNNING`, `COMPLETED`, `PAUSED`, `FAILED`.
+    pub state: String,
+    pub counters: RunCounters,
+    pub last_customer_id: i64,
+    pub start_time: Micros,
+    pub end_time: Option<Micros>,
+}
+
+impl CampaignRun {
+    pub fn name(&self) -> String {
+        campaign_run_name(self.campaign_id, self.id)
+    }
+}
+
+/// A message to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub customer_id: i64,
+    pub channel: String,
+    pub subject: String,
+    pub body: String,
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub campaign_id: i64,
+    pub run_id: i64,
+    pub customer_id: i64,
+    pub channel: String,
+    pub subject: String,
+    pub body: String,
+    pub idempotency_key: String,
+    /// `QUEUED`, `SENDING`, `DELIVERED`, `FAILED`, `DEAD`.
+    pub status: String,
+    pub attempts: i64,
+    pub create_time: Micros,
+    pub deliver_time: Option<Micros>,
+}
+
+impl OutboxMessage {
+    pub fn name(&self) -> String {
+        message_name(self.id)
+    }
+}
+
+/// Whose messages to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageParent {
+    Campaign(i64),
+    Customer(i64),
+}
+
+const CAMPAIGN_COLUMNS: &str = "id, display_name, strategy, audience_segment_id, offer_script, \
+     message_script, channel, holdout_percent, cap_max_messages, cap_per_days, quiet_start_hour, \
+     quiet_end_hour, state, version, create_time, update_time";
+
+const RUN_COLUMNS: &str = "id, campaign_id, state, evaluated, targeted, held_out, \
+     suppressed_no_consent, suppressed_capped, suppressed_quiet_hours, suppressed_already_sent, \
+     queued, script_errors, last_customer_id, start_time, end_time";
+
+const MESSAGE_COLUMNS: &str = "id, campaign_id, run_id, customer_id, channel, subject, body, \
+     idempotency_key, status, attempts, create_time, deliver_time";
+
+fn campaign_from_row(r: &AnyRow) -> std::result::Result<Campaign, sqlx::Error> {
+    let qs: Option<i64> = r.try_get(10)?;
+    let qe: Option<i64> = r.try_get(11)?;
+    Ok(Campaign {
+        id: r.try_get(0)?,
+        fields: CampaignFields {
+            display_name: r.try_get(1)?,
+            strategy: r.try_get(2)?,
+            audience_segment_id: r.try_get(3)?,
+            offer_script: r.try_get(4)?,
+            message_script: r.try_get(5)?,
+            channel: r.try_get(6)?,
+            holdout_percent: r.try_get(7)?,
+            cap_max_messages: r.try_get(8)?,
+            cap_per_days: r.try_get(9)?,
+            quiet_hours: qs.zip(qe),
+        },
+        state: r.try_get(12)?,
+        version: r.try_get(13)?,
+        create_time: r.try_get(14)?,
+        update_time: r.try_get(15)?,
+    })
+}
+
+fn run_from_row(r: &AnyRow) -> std::result::Result<CampaignRun, sqlx::Error> {
+    Ok(CampaignRun {
+        id: r.try_get(0)?,
+        campaign_id: r.try_get(1)?,
+        state: r.try_get(2)?,
+        counters: RunCounters {
+            evaluated: r.try_get(3)?,
+            targeted: r.try_get(4)?,
+            held_out: r.try_get(5)?,
+            suppressed_no_consent: r.try_get(6)?,
+            suppressed_capped: r.try_get(7)?,
+            suppressed_quiet_hours: r.try_get(8)?,
+            suppressed_already_sent: r.try_get(9)?,
+            queued: r.try_get(10)?,
+            script_errors: r.try_get(11)?,
+        },
+        last_customer_id: r.try_get(12)?,
+        start_time: r.try_get(13)?,
+        end_time: r.try_get(14)?,
+    })
+}
+
+fn message_from_row(r: &AnyRow) -> std::result::Result<OutboxMessage, sqlx::Error> {
+    Ok(OutboxMessage {
+        id: r.try_get(0)?,
+        campaign_id: r.try_get(1)?,
+        run_id: r.try_get(2)?,
+        customer_id: r.try_get(3)?,
+        channel: r.try_get(4)?,
+        subject: r.try_get(5)?,
+        body: r.try_get(6)?,
+        idempotency_key: r.try_get(7)?,
+        status: r.try_get(8)?,
+        attempts: r.try_get(9)?,
+        create_time: r.try_get(10)?,
+        deliver_time: r.try_get(11)?,
+    })
+}
+
+fn after_id(after: Option<&Cursor>) -> Result<i64> {
+    match after {
+        None => Ok(0),
+        Some(Cursor::Int(id, _)) => Ok(*id),
+        Some(_) => Err(crate::customers::bad_token()),
+    }
+}
+
+impl Store {
+    // ---- campaigns ---------------------------------------------------------------------------
+
+    /// Create a campaign in `state`; a known `request_id` gives back the campaign it created.
+    pub async fn create_campaign(
+        &self,
+        f: &CampaignFields,
+        state: &str,
+        request_id: Option<&str>,
+        now: Micros,
+    ) -> Result<Campaign> {
+        let mut tx = self.write_tx().await?;
+        if let Some(rid) = request_id {
+            let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE request_id = $1");
+            if let Some(r) = sqlx::query(&sql)
+                .bind(rid.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                return Ok(campaign_from_row(&r)?);
+            }
+        }
+        let sql = format!(
+            "INSERT INTO campaigns (display_name, strategy, audience_segment_id, offer_script, \
+             message_script, channel, holdout_percent, cap_max_messages, cap_per_days, \
+             quiet_start_hour, quiet_end_hour, state, request_id, version, create_time, \
+             update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, \
+             $14, $14) RETURNING {CAMPAIGN_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(f.display_name.clone())
+            .bind(f.strategy.clone())
+            .bind(f.audience_segment_id)
+            .bind(f.offer_script.clone())
+            .bind(f.message_script.clone())
+            .bind(f.channel.clone())
+            .bind(f.holdout_percent)
+            .bind(f.cap_max_messages)
+            .bind(f.cap_per_days)
+            .bind(f.quiet_hours.map(|q| q.0))
+            .bind(f.quiet_hours.map(|q| q.1))
+            .bind(state.to_string())
+            .bind(request_id.map(str::to_string))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        let c = campaign_from_row(&row)?;
+        tx.commit().await?;
+        Ok(c)
+    }
+
+    pub async fn get_campaign(&self, id: i64) -> Result<Campaign> {
+        let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1");
+        match sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            Some(r) => Ok(campaign_from_row(&r)?),
+            None => Err(StoreError::NotFound(campaign_name(id))),
+        }
+    }
+
+    /// Campaigns in creation order.
+    pub async fn list_campaigns(
+        &self,
+        page_size: usize,
+        after: Option<&Cursor>,
+    ) -> Result<(Vec<Campaign>, Option<Cursor>)> {
+        let after = after_id(after)?;
+        let sql =
+            format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id > $1 ORDER BY id LIMIT $2");
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(page_size as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = rows
+            .iter()
+            .map(campaign_from_row)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let next = if out.len() > page_size {
+            out.truncate(page_size);
+            out.last().map(|c| Cursor::Int(c.id, c.id))
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
+    /// Replace a campaign's settings (the caller applied its mask), only in DRAFT or PAUSED,
+    /// checking the etag when given.
+    pub async fn update_campaign(
+        &self,
+        id: i64,
+        f: &CampaignFields,
+        etag: Option<&str>,
+        now: Micros,
+    ) -> Result<Campaign> {
+        let mut tx = self.write_tx().await?;
+        let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1");
+        let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? else {
+            return Err(StoreError::NotFound(campaign_name(id)));
+        };
+        let current = campaign_from_row(&row)?;
+        if let Some(e) = etag.filter(|e| !e.is_empty()) {
+            if e != current.etag() {
+                return Err(StoreError::Aborted(format!(
+                    "{} changed since etag {e}",
+                    current.name()
+                )));
+            }
+        }
+        if current.state != "DRAFT" && current.state != "PAUSED" {
+            return Err(StoreError::FailedPrecondition(format!(
+                "{} is {}; only DRAFT or PAUSED campaigns can be changed",
+                current.name(),
+                current.state
+            )));
+        }
+        let sql = format!(
+            "UPDATE campaigns SET display_name = $1, strategy = $2, audience_segment_id = $3, \
+             offer_script = $4, message_script = $5, channel = $6, holdout_percent = $7, \
+             cap_max_messages = $8, cap_per_days = $9, quiet_start_hour = $10, \
+             quiet_end_hour = $11, version = version + 1, update_time = $12 WHERE id = $13 \
+             RETURNING {CAMPAIGN_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(f.display_name.clone())
+            .bind(f.strategy.clone())
+            .bind(f.audience_segment_id)
+            .bind(f.offer_script.clone())
+            .bind(f.message_script.clone())
+            .bind(f.channel.clone())
+            .bind(f.holdout_percent)
+            .bind(f.cap_max_messages)
+            .bind(f.cap_per_days)
+            .bind(f.quiet_hours.map(|q| q.0))
+            .bind(f.quiet_hours.map(|q| q.1))
+            .bind(now)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let c = campaign_from_row(&row)?;
+        tx.commit().await?;
+        Ok(c)
+    }
+
+    /// Move a campaign from one of `from` to `to`; FAILED_PRECONDITION from any other state.
+    pub async fn set_campaign_state(
+        &self,
+        id: i64,
+        from: &[&str],
+        to: &str,
+        now: Micros,
+    ) -> Result<Campaign> {
+        let mut tx = self.write_tx().await?;
+        let c = set_state_in(&mut tx, id, from, to, now).await?;
+        tx.commit().await?;
+        Ok(c)
+    }
+
+    // ---- runs --------------------------------------------------------------------------------
+
+    /// Start a run: the campaign moves from one of `from` to RUNNING in the same transaction.
+    pub async fn start_campaign_run(
+        &self,
+        campaign_id: i64,
+        from: &[&str],
+        now: Micros,
+    ) -> Result<(Campaign, CampaignRun)> {
+        let mut tx = self.write_tx().await?;
+        let c = set_state_in(&mut tx, campaign_id, from, "RUNNING", now).await?;
+        let sql = format!(
+            "INSERT INTO campaign_runs (campaign_id, state, start_time) VALUES ($1, 'RUNNING', \
+             $2) RETURNING {RUN_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(campaign_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        let run = run_from_row(&row)?;
+        tx.commit().await?;
+        Ok((c, run))
+    }
+
+    pub async fn get_campaign_run(&self, campaign_id: i64, run_id: i64) -> Result<CampaignRun> {
+        let sql =
+            format!("SELECT {RUN_COLUMNS} FROM campaign_runs WHERE id = $1 AND campaign_id = $2");
+        match sqlx::query(&sql)
+            .bind(run_id)
+            .bind(campaign_id)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            Some(r) => Ok(run_from_row(&r)?),
+            None => Err(StoreError::NotFound(campaign_run_name(campaign_id, run_id))),
+        }
+    }
+
+    /// Up to `limit` members of a segment with id > `after`, ascending.
+    pub async fn segment_members_after(
+        &self,
+        segment_id: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<i64>> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT customer_id FROM segment_members WHERE segment_id = $1 AND customer_id > $2 \
+             ORDER BY customer_id LIMIT $3",
+        )
+        .bind(segment_id)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// The live (not erased, not merged) customers among `ids`.
+    pub async fn live_customers(&self, ids: &[i64]) -> Result<Vec<Customer>> {
+        let mut conn = self.pool.acquire().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            match load_live(&mut conn, id).await {
+                Ok(c) if c.id == id => out.push(c),
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Of `keys`, those already in the outbox.
+    pub async fn existing_message_keys(&self, keys: &[String]) -> Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        let mut conn = self.pool.acquire().await?;
+        for k in keys {
+            let found: Option<(i64,)> =
+                sqlx::query_as("SELECT id FROM outbox_messages WHERE idempotency_key = $1")
+                    .bind(k.clone())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if found.is_some() {
+                out.insert(k.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Messages (any campaign, any status but DEAD) created at or after `since`, per customer.
+    pub async fn recent_message_counts(
+        &self,
+        ids: &[i64],
+        since: Micros,
+    ) -> Result<HashMap<i64, i64>> {
+        let mut out = HashMap::new();
+        let mut conn = self.pool.acquire().await?;
+        for &id in ids {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM outbox_messages WHERE customer_id = $1 \
+                 AND create_time >= $2 AND status <> 'DEAD'",
+            )
+            .bind(id)
+            .bind(since)
+            .fetch_one(&mut *conn)
+            .await?;
+            if n > 0 {
+                out.insert(id, n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write one batch of a run in one transaction: its messages (a key already present is
+    /// skipped and counted as already sent), its counters and how far it got. Returns the run.
+    pub async fn apply_campaign_batch(
+        &self,
+        campaign_id: i64,
+        run_id: i64,
+        mut counters: RunCounters,
+        messages: &[NewMessage],
+        last_customer_id: i64,
+        now: Micros,
+    ) -> Result<CampaignRun> {
+        let mut tx = self.write_tx().await?;
+        for m in messages {
+            let done = sqlx::query(
+                "INSERT INTO outbox_messages (campaign_id, run_id, customer_id, channel, \
+                 subject, body, idempotency_key, status, attempts, create_time) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'QUEUED', 0, $8) \
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(campaign_id)
+            .bind(run_id)
+            .bind(m.customer_id)
+            .bind(m.channel.clone())
+            .bind(m.subject.clone())
+            .bind(m.body.clone())
+            .bind(m.idempotency_key.clone())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() > 0 {
+                counters.queued += 1;
+            } else {
+                counters.suppressed_already_sent += 1;
+            }
+        }
+        let c = counters;
+        let sql = format!(
+            "UPDATE campaign_runs SET evaluated = evaluated + $1, targeted = targeted + $2, \
+             held_out = held_out + $3, suppressed_no_consent = suppressed_no_consent + $4, \
+             suppressed_capped = suppressed_capped + $5, \
+             suppressed_quiet_hours = suppressed_quiet_hours + $6, \
+             suppressed_already_sent = suppressed_already_sent + $7, queued = queued + $8, \
+             script_errors = script_errors + $9, last_customer_id = $10 WHERE id = $11 \
+             RETURNING {RUN_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(c.evaluated)
+            .bind(c.targeted)
+            .bind(c.held_out)
+            .bind(c.suppressed_no_consent)
+            .bind(c.suppressed_capped)
+            .bind(c.suppressed_quiet_hours)
+            .bind(c.suppressed_already_sent)
+            .bind(c.queued)
+            .bind(c.script_errors)
+            .bind(last_customer_id)
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let run = run_from_row(&row)?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    /// End a run in `state`; the campaign goes to `campaign_state` if it is still RUNNING.
+    pub async fn finish_campaign_run(
+        &self,
+        campaign_id: i64,
+        run_id: i64,
+        state: &str,
+        campaign_state: &str,
+        now: Micros,
+    ) -> Result<CampaignRun> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "UPDATE campaigns SET state = $1, update_time = $2 WHERE id = $3 AND state = 'RUNNING'",
+        )
+        .bind(campaign_state.to_string())
+        .bind(now)
+        .bind(campaign_id)
+        .execute(&mut *tx)
+        .await?;
+        let sql = format!(
+            "UPDATE campaign_runs SET state = $1, end_time = $2 WHERE id = $3 \
+             RETURNING {RUN_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(state.to_string())
+            .bind(now)
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let run = run_from_row(&row)?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    // ---- the outbox --------------------------------------------------------------------------
+
+    pub async fn get_message(&self, id: i64) -> Result<OutboxMessage> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE id = $1");
+        match sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            Some(r) => Ok(message_from_row(&r)?),
+            None => Err(StoreError::NotFound(message_name(id))),
+        }
+    }
+
+    /// A page of a campaign's or a customer's messages, by id.
+    pub async fn list_messages(
+        &self,
+        parent: MessageParent,
+        page_size: usize,
+        after: Option<&Cursor>,
+    ) -> Result<(Vec<OutboxMessage>, Option<Cursor>)> {
+        let after = after_id(after)?;
+        let (column, id) = match parent {
+            MessageParent::Campaign(id) => {
+                self.get_campaign(id).await?;
+                ("campaign_id", id)
+            }
+            MessageParent::Customer(id) => ("customer_id", id),
+        };
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE {column} = $1 AND id > $2 \
+             ORDER BY id LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(id)
+            .bind(after)
+            .bind(page_size as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let next = if out.len() > page_size {
+            out.truncate(page_size);
+            out.last().map(|m| Cursor::Int(m.id, m.id))
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
+    /// Claim up to `limit` messages to deliver: QUEUED ones, and SENDING ones whose lease
+    /// (taken before `lease_expired_before`) ran out. They become SENDING with lease `now`.
+    pub async fn claim_messages(
+        &self,
+        limit: usize,
+        now: Micros,
+        lease_expired_before: Micros,
+    ) -> Result<Vec<OutboxMessage>> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox_messages SET status = 'SENDING', lease_time = $1, \
+             attempts = attempts + 1 WHERE id IN (SELECT id FROM outbox_messages \
+             WHERE status = 'QUEUED' OR (status = 'SENDING' AND lease_time < $2) \
+             ORDER BY id LIMIT $3{lock}) RETURNING {MESSAGE_COLUMNS}"
+        );
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(&sql)
+            .bind(now)
+            .bind(lease_expired_before)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut out = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        tx.commit().await?;
+        out.sort_by_key(|m| m.id);
+        Ok(out)
+    }
+
+    /// Record the outcome of deliveries: `DELIVERED` (with the time) or back to `QUEUED`.
+    pub async fn mark_messages(&self, ids: &[i64], status: &str, now: Micros) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for &id in ids {
+            sqlx::query(
+                "UPDATE outbox_messages SET status = $1, lease_time = NULL, \
+                 deliver_time = CASE WHEN $1 = 'DELIVERED' THEN $2 ELSE deliver_time END \
+                 WHERE id = $3 AND status = 'SENDING'",
+            )
+            .bind(status.to_string())
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn set_state_in(
+    tx: &mut crate::WriteTx,
+    id: i64,
+    from: &[&str],
+    to: &str,
+    now: Micros,
+) -> Result<Campaign> {
+    let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1");
+    let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await? else {
+        return Err(StoreError::NotFound(campaign_name(id)));
+    };
+    let current = campaign_from_row(&row)?;
+    if !from.contains(&current.state.as_str()) {
+        return Err(StoreError::FailedPrecondition(format!(
+            "{} is {}; it must be {} for this",
+            current.name(),
+            current.state,
+            from.join(" or ")
+        )));
+    }
+    let sql = format!(
+        "UPDATE campaigns SET state = $1, version = version + 1, update_time = $2 WHERE id = $3 \
+         RETURNING {CAMPAIGN_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(to.to_string())
+        .bind(now)
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(campaign_from_row(&row)?)
+}

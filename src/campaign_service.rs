@@ -1,0 +1,715 @@
+//! `bakkal.v1.CampaignService`: campaigns over segments, their runs and the message outbox,
+//! over `bakkal-engine`'s campaign runs. A launch starts a background task that works through
+//! the audience batch by batch; the outbox's idempotency keys make a relaunch queue only what
+//! earlier runs did not.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use bakkal_domain::name::{customer_name, parse_id};
+use bakkal_domain::time::now_micros;
+use bakkal_domain::ValidationError;
+use bakkal_engine::EngineError;
+use bakkal_script::{CompiledScript, ScriptHost, ScriptKind};
+use bakkal_store::{
+    campaign_name, campaign_run_name, script_revision_name, Campaign, CampaignFields, CampaignRun,
+    MessageParent, NewMessage, OutboxMessage, RunCounters, Store,
+};
+use tonic::{Code, Request, Response, Status};
+
+use crate::convert::{opt_timestamp, timestamp};
+use crate::page_token;
+use crate::proto::campaign_service_server::CampaignService;
+use crate::proto::{self, CampaignState, CampaignStrategy, MessageChannel, MessageStatus};
+use crate::status::{from_store, invalid, invalid_field, script_diagnostics};
+
+const MAX_DISPLAY_NAME: usize = 200;
+const DEFAULT_SAMPLE: usize = 10;
+const MAX_SAMPLE: i32 = 1000;
+
+pub struct CampaignApi {
+    store: Store,
+    host: Arc<ScriptHost>,
+    /// Campaigns with a run in progress in this server.
+    running: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl CampaignApi {
+    pub fn new(store: Store, host: Arc<ScriptHost>) -> Self {
+        Self {
+            store,
+            host,
+            running: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    /// Load and compile a campaign's MESSAGE script (through the host's cache).
+    async fn message_script(&self, reference: &str) -> Result<Arc<CompiledScript>, Status> {
+        let field = "campaign.message_script";
+        let (id, revision) = script_ref(reference, field)?;
+        let s = self
+            .store
+            .get_script(id, revision)
+            .await
+            .map_err(from_store)?;
+        if s.kind != ScriptKind::Message.as_str() {
+            return Err(Status::failed_precondition(format!(
+                "{reference} is a {} script; a campaign needs a MESSAGE script",
+                s.kind
+            )));
+        }
+        let key = script_revision_name(s.id, s.revision.revision);
+        let source = s.revision.source;
+        let host = self.host.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            host.compile_cached(&key, ScriptKind::Message, &source)
+        })
+        .await
+        .map_err(|e| internal(&e.to_string()))?;
+        compiled
+            .map(Arc::new)
+            .map_err(|d| script_diagnostics(Code::FailedPrecondition, field, &d))
+    }
+
+    /// Check the references of new or changed settings: the segment exists and the scripts
+    /// exist with the right kinds.
+    async fn check_refs(&self, f: &CampaignFields) -> Result<(), Status> {
+        self.store
+            .get_segment(f.audience_segment_id)
+            .await
+            .map_err(from_store)?;
+        let (id, revision) = script_ref(&f.message_script, "campaign.message_script")?;
+        let s = self
+            .store
+            .get_script(id, revision)
+            .await
+            .map_err(from_store)?;
+        if s.kind != ScriptKind::Message.as_str() {
+            return Err(invalid_field(
+                "campaign.message_script",
+                format!("{} is a {} script, not MESSAGE", f.message_script, s.kind),
+            ));
+        }
+        if !f.offer_script.is_empty() {
+            let (id, revision) = script_ref(&f.offer_script, "campaign.offer_script")?;
+            let s = self
+                .store
+                .get_script(id, revision)
+                .await
+                .map_err(from_store)?;
+            if s.kind != ScriptKind::Offer.as_str() {
+                return Err(invalid_field(
+                    "campaign.offer_script",
+                    format!("{} is a {} script, not OFFER", f.offer_script, s.kind),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn internal(e: &str) -> Status {
+    tracing::error!(error = %e, "campaign task failed");
+    Status::internal("internal error; it has been logged")
+}
+
+fn from_engine(e: EngineError) -> Status {
+    match e {
+        EngineError::Store(e) => from_store(e),
+        EngineError::Internal(m) => internal(&m),
+    }
+}
+
+/// `scripts/{id}` or `scripts/{id}@{revision}`.
+fn parse_script_name(name: &str) -> Option<(i64, Option<i64>)> {
+    let (base, revision) = match name.split_once('@') {
+        Some((b, r)) => (b, Some(r)),
+        None => (name, None),
+    };
+    let id = parse_id(base, "scripts")?;
+    let revision = match revision {
+        None => None,
+        Some(r) => Some(parse_id(&format!("r/{r}"), "r")?),
+    };
+    Some((id, revision))
+}
+
+fn script_ref(name: &str, field: &str) -> Result<(i64, Option<i64>), Status> {
+    parse_script_name(name).ok_or_else(|| {
+        invalid_field(
+            field,
+            format!("'{name}' is not a script name like scripts/12 or scripts/12@3"),
+        )
+    })
+}
+
+fn campaign_ref(name: &str, field: &str) -> Result<i64, Status> {
+    parse_id(name, "campaigns").ok_or_else(|| {
+        invalid_field(
+            field,
+            format!("'{name}' is not a campaign name like campaigns/12"),
+        )
+    })
+}
+
+fn strategy_str(s: i32) -> Option<&'static str> {
+    match CampaignStrategy::try_from(s).ok()? {
+        CampaignStrategy::Prospecting => Some("PROSPECTING"),
+        CampaignStrategy::CrossSell => Some("CROSS_SELL"),
+        CampaignStrategy::WinBack => Some("WIN_BACK"),
+        CampaignStrategy::Loyalty => Some("LOYALTY"),
+        CampaignStrategy::Unspecified => None,
+    }
+}
+
+fn strategy_enum(s: &str) -> CampaignStrategy {
+    match s {
+        "PROSPECTING" => CampaignStrategy::Prospecting,
+        "CROSS_SELL" => CampaignStrategy::CrossSell,
+        "WIN_BACK" => CampaignStrategy::WinBack,
+        "LOYALTY" => CampaignStrategy::Loyalty,
+        _ => CampaignStrategy::Unspecified,
+    }
+}
+
+fn channel_str(c: i32) -> Option<&'static str> {
+    match MessageChannel::try_from(c).ok()? {
+        MessageChannel::Email => Some("email"),
+        MessageChannel::Sms => Some("sms"),
+        MessageChannel::Push => Some("push"),
+        MessageChannel::Phone => Some("phone"),
+        MessageChannel::Unspecified => None,
+    }
+}
+
+fn channel_enum(s: &str) -> MessageChannel {
+    match s {
+        "email" => MessageChannel::Email,
+        "sms" => MessageChannel::Sms,
+        "push" => MessageChannel::Push,
+        "phone" => MessageChannel::Phone,
+        _ => MessageChannel::Unspecified,
+    }
+}
+
+fn state_enum(s: &str) -> CampaignState {
+    match s {
+        "DRAFT" => CampaignState::Draft,
+        "SCHEDULED" => CampaignState::Scheduled,
+        "RUNNING" => CampaignState::Running,
+        "PAUSED" => CampaignState::Paused,
+        "COMPLETED" => CampaignState::Completed,
+        "FAILED" => CampaignState::Failed,
+        _ => CampaignState::Unspecified,
+    }
+}
+
+fn status_enum(s: &str) -> MessageStatus {
+    match s {
+        "QUEUED" => MessageStatus::Queued,
+        "SENDING" => MessageStatus::Sending,
+        "DELIVERED" => MessageStatus::Delivered,
+        "FAILED" => MessageStatus::Failed,
+        "DEAD" => MessageStatus::Dead,
+        _ => MessageStatus::Unspecified,
+    }
+}
+
+/// Check the given fields of a protobuf campaign into `into`, adding every problem to `errs`.
+fn check_fields(
+    c: &proto::Campaign,
+    paths: &[&str],
+    into: &mut CampaignFields,
+    errs: &mut ValidationError,
+) {
+    let has = |p: &str| paths.is_empty() || paths.contains(&p);
+    if has("display_name") {
+        let d = c.display_name.trim();
+        if d.is_empty() {
+            errs.add("campaign.display_name", "is required");
+        } else if d.chars().count() > MAX_DISPLAY_NAME {
+            errs.add(
+                "campaign.display_name",
+                format!("must be at most {MAX_DISPLAY_NAME} characters"),
+            );
+        }
+        into.display_name = d.to_string();
+    }
+    if has("strategy") {
+        match strategy_str(c.strategy) {
+            Some(s) => into.strategy = s.to_string(),
+            None => errs.add(
+                "campaign.strategy",
+                "is required: PROSPECTING, CROSS_SELL, WIN_BACK or LOYALTY",
+            ),
+        }
+    }
+    if has("audience") {
+        match parse_id(c.audience.trim(), "segments") {
+            Some(id) => into.audience_segment_id = id,
+            None => errs.add(
+                "campaign.audience",
+                format!("'{}' is not a segment name like segments/12", c.audience),
+            ),
+        }
+    }
+    if has("message_script") {
+        let s = c.message_script.trim();
+        if parse_script_name(s).is_none() {
+            errs.add(
+                "campaign.message_script",
+                format!("is required: '{s}' is not a script name like scripts/12 or scripts/12@3"),
+            );
+        }
+        into.message_script = s.to_string();
+    }
+    if has("offer_script") {
+        let s = c.offer_script.trim();
+        if !s.is_empty() && parse_script_name(s).is_none() {
+            errs.add(
+                "campaign.offer_script",
+                format!("'{s}' is not a script name like scripts/12 or scripts/12@3"),
+            );
+        }
+        into.offer_script = s.to_string();
+    }
+    if has("channel") {
+        match channel_str(c.channel) {
+            Some(ch) => into.channel = ch.to_string(),
+            None => errs.add("campaign.channel", "is required: EMAIL, SMS, PUSH or PHONE"),
+        }
+    }
+    if has("holdout_percent") {
+        if !(0..=50).contains(&c.holdout_percent) {
+            errs.add("campaign.holdout_percent", "must be between 0 and 50");
+        }
+        into.holdout_percent = c.holdout_percent as i64;
+    }
+    if has("frequency_cap") {
+        match &c.frequency_cap {
+            None => {
+                into.cap_max_messages = 0;
+                into.cap_per_days = 0;
+            }
+            Some(f) => {
+                if f.max_messages < 1 {
+                    errs.add("campaign.frequency_cap.max_messages", "must be at least 1");
+                }
+                if !(1..=366).contains(&f.per_days) {
+                    errs.add(
+                        "campaign.frequency_cap.per_days",
+                        "must be between 1 and 366",
+                    );
+                }
+                into.cap_max_messages = f.max_messages as i64;
+                into.cap_per_days = f.per_days as i64;
+            }
+        }
+    }
+    if has("quiet_hours") {
+        match &c.quiet_hours {
+            None => into.quiet_hours = None,
+            Some(q) => {
+                if !(0..=23).contains(&q.start_hour) {
+                    errs.add(
+                        "campaign.quiet_hours.start_hour",
+                        "must be between 0 and 23",
+                    );
+                }
+                if !(0..=24).contains(&q.end_hour) || q.end_hour == q.start_hour {
+                    errs.add(
+                        "campaign.quiet_hours.end_hour",
+                        "must be between 0 and 24 and differ from start_hour",
+                    );
+                }
+                into.quiet_hours = Some((q.start_hour as i64, q.end_hour as i64));
+            }
+        }
+    }
+}
+
+const UPDATABLE: &[&str] = &[
+    "display_name",
+    "strategy",
+    "audience",
+    "offer_script",
+    "message_script",
+    "channel",
+    "holdout_percent",
+    "frequency_cap",
+    "quiet_hours",
+];
+
+fn campaign_to_proto(c: &Campaign) -> proto::Campaign {
+    let f = &c.fields;
+    proto::Campaign {
+        name: c.name(),
+        display_name: f.display_name.clone(),
+        strategy: strategy_enum(&f.strategy) as i32,
+        audience: bakkal_store::segment_name(f.audience_segment_id),
+        offer_script: f.offer_script.clone(),
+        message_script: f.message_script.clone(),
+        channel: channel_enum(&f.channel) as i32,
+        holdout_percent: f.holdout_percent as i32,
+        frequency_cap: (f.cap_max_messages > 0).then_some(proto::FrequencyCap {
+            max_messages: f.cap_max_messages as i32,
+            per_days: f.cap_per_days as i32,
+        }),
+        quiet_hours: f.quiet_hours.map(|(s, e)| proto::QuietHours {
+            start_hour: s as i32,
+            end_hour: e as i32,
+        }),
+        state: state_enum(&c.state) as i32,
+        create_time: Some(timestamp(c.create_time)),
+        update_time: Some(timestamp(c.update_time)),
+        etag: c.etag(),
+    }
+}
+
+fn counters_to_proto(c: &RunCounters) -> proto::CampaignRunCounters {
+    proto::CampaignRunCounters {
+        evaluated: c.evaluated,
+        targeted: c.targeted,
+        held_out: c.held_out,
+        suppressed_no_consent: c.suppressed_no_consent,
+        suppressed_capped: c.suppressed_capped,
+        suppressed_quiet_hours: c.suppressed_quiet_hours,
+        suppressed_already_sent: c.suppressed_already_sent,
+        queued: c.queued,
+        script_errors: c.script_errors,
+    }
+}
+
+fn run_to_proto(r: &CampaignRun) -> proto::CampaignRun {
+    proto::CampaignRun {
+        name: r.name(),
+        state: r.state.clone(),
+        counters: Some(counters_to_proto(&r.counters)),
+        start_time: Some(timestamp(r.start_time)),
+        end_time: opt_timestamp(r.end_time),
+    }
+}
+
+fn message_to_proto(m: &OutboxMessage) -> proto::Message {
+    proto::Message {
+        name: m.name(),
+        campaign: campaign_name(m.campaign_id),
+        run: campaign_run_name(m.campaign_id, m.run_id),
+        customer: customer_name(m.customer_id),
+        channel: channel_enum(&m.channel) as i32,
+        subject: m.subject.clone(),
+        body: m.body.clone(),
+        idempotency_key: m.idempotency_key.clone(),
+        status: status_enum(&m.status) as i32,
+        attempts: m.attempts as i32,
+        create_time: Some(timestamp(m.create_time)),
+        deliver_time: opt_timestamp(m.deliver_time),
+    }
+}
+
+fn would_be_to_proto(m: &NewMessage, channel: &str) -> proto::Message {
+    proto::Message {
+        customer: customer_name(m.customer_id),
+        channel: channel_enum(channel) as i32,
+        subject: m.subject.clone(),
+        body: m.body.clone(),
+        idempotency_key: m.idempotency_key.clone(),
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl CampaignService for CampaignApi {
+    async fn create_campaign(
+        &self,
+        request: Request<proto::CreateCampaignRequest>,
+    ) -> Result<Response<proto::Campaign>, Status> {
+        let req = request.into_inner();
+        let Some(c) = req.campaign else {
+            return Err(invalid_field("campaign", "is required"));
+        };
+        let mut errs = ValidationError::new();
+        let mut fields = CampaignFields::default();
+        check_fields(&c, &[], &mut fields, &mut errs);
+        if req.request_id.len() > 200 {
+            errs.add("request_id", "must be at most 200 characters");
+        }
+        errs.into_result().map_err(invalid)?;
+        self.check_refs(&fields).await?;
+        let rid = Some(req.request_id.as_str()).filter(|r| !r.is_empty());
+        let created = self
+            .store
+            .create_campaign(&fields, "DRAFT", rid, now_micros())
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(campaign_to_proto(&created)))
+    }
+
+    async fn get_campaign(
+        &self,
+        request: Request<proto::GetCampaignRequest>,
+    ) -> Result<Response<proto::Campaign>, Status> {
+        let id = campaign_ref(&request.get_ref().name, "name")?;
+        let c = self.store.get_campaign(id).await.map_err(from_store)?;
+        Ok(Response::new(campaign_to_proto(&c)))
+    }
+
+    async fn list_campaigns(
+        &self,
+        request: Request<proto::ListCampaignsRequest>,
+    ) -> Result<Response<proto::ListCampaignsResponse>, Status> {
+        let req = request.into_inner();
+        let size = page_token::page_size(req.page_size)?;
+        let query = ["campaigns"];
+        let after = page_token::decode(&req.page_token, &query)?;
+        let (list, next) = self
+            .store
+            .list_campaigns(size, after.as_ref())
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(proto::ListCampaignsResponse {
+            campaigns: list.iter().map(campaign_to_proto).collect(),
+            next_page_token: next
+                .map(|c| page_token::encode(&c, &query))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn update_campaign(
+        &self,
+        request: Request<proto::UpdateCampaignRequest>,
+    ) -> Result<Response<proto::Campaign>, Status> {
+        let req = request.into_inner();
+        let Some(c) = req.campaign else {
+            return Err(invalid_field("campaign", "is required"));
+        };
+        let id = campaign_ref(&c.name, "campaign.name")?;
+        let paths: Vec<&str> = req
+            .update_mask
+            .iter()
+            .flat_map(|m| m.paths.iter().map(String::as_str))
+            .collect();
+        for p in &paths {
+            if !UPDATABLE.contains(p) {
+                return Err(invalid_field(
+                    "update_mask",
+                    format!(
+                        "cannot update '{p}'; updatable paths: {}",
+                        UPDATABLE.join(", ")
+                    ),
+                ));
+            }
+        }
+        let current = self.store.get_campaign(id).await.map_err(from_store)?;
+        let mut fields = current.fields.clone();
+        let mut errs = ValidationError::new();
+        check_fields(&c, &paths, &mut fields, &mut errs);
+        errs.into_result().map_err(invalid)?;
+        self.check_refs(&fields).await?;
+        let updated = self
+            .store
+            .update_campaign(id, &fields, Some(c.etag.as_str()), now_micros())
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(campaign_to_proto(&updated)))
+    }
+
+    async fn pause_campaign(
+        &self,
+        request: Request<proto::PauseCampaignRequest>,
+    ) -> Result<Response<proto::Campaign>, Status> {
+        let id = campaign_ref(&request.get_ref().name, "name")?;
+        let c = self
+            .store
+            .set_campaign_state(id, &["RUNNING", "SCHEDULED"], "PAUSED", now_micros())
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(campaign_to_proto(&c)))
+    }
+
+    async fn resume_campaign(
+        &self,
+        request: Request<proto::ResumeCampaignRequest>,
+    ) -> Result<Response<proto::Campaign>, Status> {
+        let id = campaign_ref(&request.get_ref().name, "name")?;
+        let c = self
+            .store
+            .set_campaign_state(id, &["PAUSED"], "SCHEDULED", now_micros())
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(campaign_to_proto(&c)))
+    }
+
+    async fn launch_campaign(
+        &self,
+        request: Request<proto::LaunchCampaignRequest>,
+    ) -> Result<Response<proto::CampaignRun>, Status> {
+        let id = campaign_ref(&request.get_ref().name, "name")?;
+        let campaign = self.store.get_campaign(id).await.map_err(from_store)?;
+        let script = self.message_script(&campaign.fields.message_script).await?;
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if !running.insert(id) {
+                return Err(Status::failed_precondition(format!(
+                    "{} has a run in progress",
+                    campaign.name()
+                )));
+            }
+        }
+        // RUNNING without a run in this server: a run killed with its server; resume it.
+        let started = self
+            .store
+            .start_campaign_run(
+                id,
+                &["DRAFT", "SCHEDULED", "COMPLETED", "FAILED", "RUNNING"],
+                now_micros(),
+            )
+            .await;
+        let (campaign, run) = match started {
+            Ok(x) => x,
+            Err(e) => {
+                self.running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                return Err(from_store(e));
+            }
+        };
+        let out = run_to_proto(&run);
+        let store = self.store.clone();
+        let host = self.host.clone();
+        let running = self.running.clone();
+        tokio::spawn(async move {
+            let result =
+                bakkal_engine::campaign::run(&store, &host, &script, &campaign, &run, now_micros)
+                    .await;
+            match result {
+                Ok(r) => tracing::info!(
+                    run = %r.name(),
+                    state = %r.state,
+                    queued = r.counters.queued,
+                    "campaign run ended"
+                ),
+                Err(e) => {
+                    tracing::error!(run = %run.name(), error = %e, "campaign run failed");
+                    let _ = store
+                        .finish_campaign_run(campaign.id, run.id, "FAILED", "FAILED", now_micros())
+                        .await;
+                }
+            }
+            running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&campaign.id);
+        });
+        Ok(Response::new(out))
+    }
+
+    async fn get_campaign_run(
+        &self,
+        request: Request<proto::GetCampaignRunRequest>,
+    ) -> Result<Response<proto::CampaignRun>, Status> {
+        let name = request.into_inner().name;
+        let parsed = name.split_once("/runs/").and_then(|(c, r)| {
+            Some((parse_id(c, "campaigns")?, parse_id(&format!("r/{r}"), "r")?))
+        });
+        let Some((c, r)) = parsed else {
+            return Err(invalid_field(
+                "name",
+                format!("'{name}' is not a run name like campaigns/12/runs/3"),
+            ));
+        };
+        let run = self
+            .store
+            .get_campaign_run(c, r)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(run_to_proto(&run)))
+    }
+
+    async fn dry_run_campaign(
+        &self,
+        request: Request<proto::DryRunCampaignRequest>,
+    ) -> Result<Response<proto::DryRunCampaignResponse>, Status> {
+        let req = request.into_inner();
+        let id = campaign_ref(&req.name, "name")?;
+        let sample = match req.sample_size {
+            0 => DEFAULT_SAMPLE,
+            1..=MAX_SAMPLE => req.sample_size as usize,
+            _ => {
+                return Err(invalid_field(
+                    "sample_size",
+                    format!("must be between 1 and {MAX_SAMPLE} (or 0 for {DEFAULT_SAMPLE})"),
+                ))
+            }
+        };
+        let campaign = self.store.get_campaign(id).await.map_err(from_store)?;
+        let script = self.message_script(&campaign.fields.message_script).await?;
+        let (messages, counters, _errors) = bakkal_engine::campaign::dry_run(
+            &self.store,
+            &self.host,
+            &script,
+            &campaign,
+            sample,
+            now_micros(),
+        )
+        .await
+        .map_err(from_engine)?;
+        Ok(Response::new(proto::DryRunCampaignResponse {
+            messages: messages
+                .iter()
+                .map(|m| would_be_to_proto(m, &campaign.fields.channel))
+                .collect(),
+            counters: Some(counters_to_proto(&counters)),
+        }))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<proto::ListMessagesRequest>,
+    ) -> Result<Response<proto::ListMessagesResponse>, Status> {
+        let req = request.into_inner();
+        let parent = if let Some(id) = parse_id(&req.parent, "campaigns") {
+            MessageParent::Campaign(id)
+        } else if let Some(id) = parse_id(&req.parent, "customers") {
+            MessageParent::Customer(id)
+        } else {
+            return Err(invalid_field(
+                "parent",
+                format!(
+                    "'{}' is not a campaign or customer name like campaigns/12 or customers/7",
+                    req.parent
+                ),
+            ));
+        };
+        let size = page_token::page_size(req.page_size)?;
+        let query = ["messages", req.parent.as_str()];
+        let after = page_token::decode(&req.page_token, &query)?;
+        let (list, next) = self
+            .store
+            .list_messages(parent, size, after.as_ref())
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(proto::ListMessagesResponse {
+            messages: list.iter().map(message_to_proto).collect(),
+            next_page_token: next
+                .map(|c| page_token::encode(&c, &query))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn get_message(
+        &self,
+        request: Request<proto::GetMessageRequest>,
+    ) -> Result<Response<proto::Message>, Status> {
+        let name = &request.get_ref().name;
+        let id = parse_id(name, "messages").ok_or_else(|| {
+            invalid_field(
+                "name",
+                format!("'{name}' is not a message name like messages/12"),
+            )
+        })?;
+        let m = self.store.get_message(id).await.map_err(from_store)?;
+        Ok(Response::new(message_to_proto(&m)))
+    }
+}
