@@ -10,8 +10,11 @@ use bakkal_script::ScriptHost;
 use bakkal_store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
 use crate::campaign_service::CampaignApi;
@@ -60,6 +63,32 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
+/// The bakkal services whose health is reported one by one.
+const SERVICES: [&str; 4] = [
+    <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
+    <ScriptServiceServer<ScriptApi> as NamedService>::NAME,
+    <SegmentServiceServer<SegmentApi> as NamedService>::NAME,
+    <CampaignServiceServer<CampaignApi> as NamedService>::NAME,
+];
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in SERVICES {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// The same codecs for every bakkal service: gzip and zstd both ways, 16 MiB messages.
+macro_rules! with_codecs {
+    ($server:expr) => {
+        $server
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(16 * 1024 * 1024)
+    };
+}
+
 /// Serve on `listener` until `shutdown` resolves, then finish in-flight calls and return.
 pub async fn run(
     config: Config,
@@ -70,16 +99,7 @@ pub async fn run(
     let addr = listener.local_addr()?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<CustomerServiceServer<CustomerApi>>()
-        .await;
-    health.set_serving::<ScriptServiceServer<ScriptApi>>().await;
-    health
-        .set_serving::<SegmentServiceServer<SegmentApi>>()
-        .await;
-    health
-        .set_serving::<CampaignServiceServer<CampaignApi>>()
-        .await;
+    set_health(&health, ServingStatus::Serving).await;
     // Report NOT_SERVING while the database does not answer.
     let watched = store.clone();
     let health_watch = tokio::spawn(async move {
@@ -91,30 +111,10 @@ pub async fn run(
                 up = ok;
                 if ok {
                     tracing::info!("database answers again");
-                    health
-                        .set_serving::<CustomerServiceServer<CustomerApi>>()
-                        .await;
-                    health.set_serving::<ScriptServiceServer<ScriptApi>>().await;
-                    health
-                        .set_serving::<SegmentServiceServer<SegmentApi>>()
-                        .await;
-                    health
-                        .set_serving::<CampaignServiceServer<CampaignApi>>()
-                        .await;
+                    set_health(&health, ServingStatus::Serving).await;
                 } else {
                     tracing::warn!("database does not answer");
-                    health
-                        .set_not_serving::<CustomerServiceServer<CustomerApi>>()
-                        .await;
-                    health
-                        .set_not_serving::<ScriptServiceServer<ScriptApi>>()
-                        .await;
-                    health
-                        .set_not_serving::<SegmentServiceServer<SegmentApi>>()
-                        .await;
-                    health
-                        .set_not_serving::<CampaignServiceServer<CampaignApi>>()
-                        .await;
+                    set_health(&health, ServingStatus::NotServing).await;
                 }
             }
         }
@@ -124,33 +124,21 @@ pub async fn run(
     // grpcurl 1.8 and many other tools still ask for v1alpha.
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let customers = CustomerServiceServer::new(CustomerApi::new(store.clone()))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(16 * 1024 * 1024);
     // One script host (engine and compiled-script cache) for the whole server.
     let script_host = Arc::new(ScriptHost::default());
-    let scripts = ScriptServiceServer::new(ScriptApi::new(store.clone(), script_host.clone()))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(16 * 1024 * 1024);
-    let campaigns =
-        CampaignServiceServer::new(CampaignApi::new(store.clone(), script_host.clone()))
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .send_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Zstd)
-            .max_decoding_message_size(16 * 1024 * 1024);
-    let segments = SegmentServiceServer::new(SegmentApi::new(store.clone(), script_host))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(16 * 1024 * 1024);
+    let customers = with_codecs!(CustomerServiceServer::new(CustomerApi::new(store.clone())));
+    let scripts = with_codecs!(ScriptServiceServer::new(ScriptApi::new(
+        store.clone(),
+        script_host.clone()
+    )));
+    let segments = with_codecs!(SegmentServiceServer::new(SegmentApi::new(
+        store.clone(),
+        script_host.clone()
+    )));
+    let campaigns = with_codecs!(CampaignServiceServer::new(CampaignApi::new(
+        store.clone(),
+        script_host
+    )));
 
     let layers = ServiceBuilder::new()
         .layer(tracing_layer::set_request_id())
