@@ -663,6 +663,18 @@ impl Store {
              WHERE status = 'QUEUED' OR (status = 'SENDING' AND lease_time < $2) \
              ORDER BY id LIMIT $3{lock}) RETURNING {MESSAGE_COLUMNS}"
         );
+        // Look before taking the write lock: an idle dispatcher polls often, and an empty
+        // write transaction would still queue behind writers and retire the read cache.
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM outbox_messages WHERE status = 'QUEUED' \
+             OR (status = 'SENDING' AND lease_time < $1) LIMIT 1",
+        )
+        .bind(lease_expired_before)
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.write_tx().await?;
         let rows = sqlx::query(&sql)
             .bind(now)
