@@ -17,7 +17,7 @@ use bakkal_store::{
 };
 use tonic::{Code, Request, Response, Status};
 
-use crate::convert::{opt_timestamp, timestamp};
+use crate::convert::{opt_timestamp, script_ref, timestamp};
 use crate::page_token;
 use crate::proto::campaign_service_server::CampaignService;
 use crate::proto::{self, CampaignState, CampaignStrategy, MessageChannel, MessageStatus};
@@ -121,28 +121,6 @@ fn from_engine(e: EngineError) -> Status {
 }
 
 /// `scripts/{id}` or `scripts/{id}@{revision}`.
-fn parse_script_name(name: &str) -> Option<(i64, Option<i64>)> {
-    let (base, revision) = match name.split_once('@') {
-        Some((b, r)) => (b, Some(r)),
-        None => (name, None),
-    };
-    let id = parse_id(base, "scripts")?;
-    let revision = match revision {
-        None => None,
-        Some(r) => Some(parse_id(&format!("r/{r}"), "r")?),
-    };
-    Some((id, revision))
-}
-
-fn script_ref(name: &str, field: &str) -> Result<(i64, Option<i64>), Status> {
-    parse_script_name(name).ok_or_else(|| {
-        invalid_field(
-            field,
-            format!("'{name}' is not a script name like scripts/12 or scripts/12@3"),
-        )
-    })
-}
-
 fn campaign_ref(name: &str, field: &str) -> Result<i64, Status> {
     parse_id(name, "campaigns").ok_or_else(|| {
         invalid_field(
@@ -255,7 +233,7 @@ fn check_fields(
     }
     if has("message_script") {
         let s = c.message_script.trim();
-        if parse_script_name(s).is_none() {
+        if bakkal_domain::name::parse_script(s).is_none() {
             errs.add(
                 "campaign.message_script",
                 format!("is required: '{s}' is not a script name like scripts/12 or scripts/12@3"),
@@ -265,7 +243,7 @@ fn check_fields(
     }
     if has("offer_script") {
         let s = c.offer_script.trim();
-        if !s.is_empty() && parse_script_name(s).is_none() {
+        if !s.is_empty() && bakkal_domain::name::parse_script(s).is_none() {
             errs.add(
                 "campaign.offer_script",
                 format!("'{s}' is not a script name like scripts/12 or scripts/12@3"),

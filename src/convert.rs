@@ -37,6 +37,17 @@ pub fn micros(t: &Timestamp, field: &str, errs: &mut ValidationError) -> Option<
     Some(t.seconds * MICROS_PER_SECOND + (t.nanos / 1000) as i64)
 }
 
+/// Parse a `scripts/{id}` or `scripts/{id}@{revision}` reference held in `field`.
+pub fn script_ref(name: &str, field: &str) -> Result<(i64, Option<i64>), tonic::Status> {
+    bakkal_domain::name::parse_script(name)
+        .ok_or_else(|| crate::status::invalid_field(field, bad_script_name(name)))
+}
+
+/// What is wrong with a script reference that does not parse.
+pub fn bad_script_name(name: &str) -> String {
+    format!("'{name}' is not a script name like scripts/12 or scripts/12@3")
+}
+
 /// Parse a `customers/{id}` reference held in `field`.
 pub fn customer_ref(name: &str, field: &str) -> Result<i64, ValidationError> {
     parse_customer(name).ok_or_else(|| {

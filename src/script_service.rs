@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use bakkal_domain::filter::{self, FieldKind, Op, Value};
-use bakkal_domain::name::parse_id;
 use bakkal_domain::time::now_micros;
 use bakkal_domain::ValidationError;
 use bakkal_script::{Catalog, CompiledScript, Diagnostic, Event, ScriptCustomer, ScriptHost};
@@ -17,7 +16,7 @@ use bakkal_store::{script_revision_name, NewScript, Script, ScriptChanges, Store
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status};
 
-use crate::convert::{self, customer_ref, timestamp};
+use crate::convert::{self, customer_ref, script_ref, timestamp};
 use crate::page_token;
 use crate::proto::script_service_server::ScriptService;
 use crate::proto::{self, test_script_request::Subject};
@@ -92,32 +91,9 @@ impl ScriptApi {
 // ---- names and conversions -----------------------------------------------------------------
 
 /// `scripts/{id}` or `scripts/{id}@{revision}`.
-fn parse_name(name: &str) -> Option<(i64, Option<i64>)> {
-    let (base, revision) = match name.split_once('@') {
-        Some((b, r)) => (b, Some(r)),
-        None => (name, None),
-    };
-    let id = parse_id(base, "scripts")?;
-    let revision = match revision {
-        None => None,
-        Some(r) => Some(parse_id(&format!("r/{r}"), "r")?),
-    };
-    Some((id, revision))
-}
-
-/// A script name, with a revision or without one.
-fn script_ref(name: &str, field: &str) -> Result<(i64, Option<i64>), Status> {
-    parse_name(name).ok_or_else(|| {
-        invalid_field(
-            field,
-            format!("'{name}' is not a script name like scripts/12 or scripts/12@3"),
-        )
-    })
-}
-
 /// A script name without a revision.
 fn script_only(name: &str, field: &str) -> Result<i64, Status> {
-    match parse_name(name) {
+    match bakkal_domain::name::parse_script(name) {
         Some((id, None)) => Ok(id),
         _ => Err(invalid_field(
             field,
@@ -128,7 +104,7 @@ fn script_only(name: &str, field: &str) -> Result<i64, Status> {
 
 /// A script revision name.
 fn revision_ref(name: &str, field: &str) -> Result<(i64, i64), Status> {
-    match parse_name(name) {
+    match bakkal_domain::name::parse_script(name) {
         Some((id, Some(rev))) => Ok((id, rev)),
         _ => Err(invalid_field(
             field,
@@ -622,19 +598,10 @@ impl WithContext for Status {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use bakkal_store::script_name;
 
     #[test]
     fn names() {
-        assert_eq!(parse_name("scripts/12"), Some((12, None)));
-        assert_eq!(parse_name("scripts/12@3"), Some((12, Some(3))));
-        assert_eq!(parse_name("scripts/12@"), None);
-        assert_eq!(parse_name("scripts/12@0"), None);
-        assert_eq!(parse_name("scripts/12@x"), None);
-        assert_eq!(parse_name("scripts/x"), None);
-        assert_eq!(parse_name("scripts/"), None);
-        assert_eq!(parse_name("customers/12"), None);
         assert_eq!(script_name(4), "scripts/4");
     }
 }

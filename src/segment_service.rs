@@ -23,7 +23,7 @@ use bakkal_store::{
 use tokio::sync::Mutex;
 use tonic::{Code, Request, Response, Status};
 
-use crate::convert::{customer_ref, opt_timestamp, timestamp};
+use crate::convert::{bad_script_name, customer_ref, opt_timestamp, script_ref, timestamp};
 use crate::page_token;
 use crate::proto::segment_service_server::SegmentService;
 use crate::proto::{self, preview_segment_request::Target};
@@ -99,28 +99,6 @@ fn from_engine(e: EngineError) -> Status {
         EngineError::Store(e) => from_store(e),
         EngineError::Internal(m) => internal(&m),
     }
-}
-
-/// `scripts/{id}` or `scripts/{id}@{revision}`.
-fn parse_script_name(name: &str) -> Option<(i64, Option<i64>)> {
-    let (base, revision) = match name.split_once('@') {
-        Some((b, r)) => (b, Some(r)),
-        None => (name, None),
-    };
-    let id = parse_id(base, "scripts")?;
-    let revision = match revision {
-        None => None,
-        Some(r) => Some(parse_id(&format!("r/{r}"), "r")?),
-    };
-    Some((id, revision))
-}
-
-fn bad_script_name(name: &str) -> String {
-    format!("'{name}' is not a script name like scripts/12 or scripts/12@3")
-}
-
-fn script_ref(name: &str, field: &str) -> Result<(i64, Option<i64>), Status> {
-    parse_script_name(name).ok_or_else(|| invalid_field(field, bad_script_name(name)))
 }
 
 fn segment_ref(name: &str, field: &str) -> Result<i64, Status> {
@@ -413,7 +391,7 @@ impl SegmentService for SegmentApi {
                 "segment.script",
                 "is required: scripts/{id} or scripts/{id}@{revision}",
             );
-        } else if parse_script_name(&script).is_none() {
+        } else if bakkal_domain::name::parse_script(&script).is_none() {
             errs.add("segment.script", bad_script_name(&script));
         }
         let filter = seg.filter.trim().to_string();

@@ -29,6 +29,23 @@ pub fn interaction_name(customer_id: i64, id: i64) -> String {
     format!("customers/{customer_id}/interactions/{id}")
 }
 
+/// Parse `scripts/{id}` or `scripts/{id}@{revision}` (AIP-162 revision names).
+pub fn parse_script(name: &str) -> Option<(i64, Option<i64>)> {
+    let (base, revision) = match name.split_once('@') {
+        Some((b, r)) => (b, Some(r)),
+        None => (name, None),
+    };
+    let id = parse_id(base, "scripts")?;
+    let revision = match revision {
+        None => None,
+        Some(r) if !r.is_empty() && r.len() <= 18 && r.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(r.parse().ok().filter(|r: &i64| *r > 0)?)
+        }
+        Some(_) => return None,
+    };
+    Some((id, revision))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +59,21 @@ mod tests {
         assert_eq!(parse_customer("customer/4"), None);
         assert_eq!(parse_customer("customers/-4"), None);
         assert_eq!(parse_customer("customers/99999999999999999999"), None);
+    }
+
+    #[test]
+    fn script_names_may_name_a_revision() {
+        assert_eq!(parse_script("scripts/12"), Some((12, None)));
+        assert_eq!(parse_script("scripts/12@3"), Some((12, Some(3))));
+        for bad in [
+            "scripts/12@",
+            "scripts/12@0",
+            "scripts/12@x",
+            "scripts/x",
+            "scripts/",
+            "customers/12",
+        ] {
+            assert_eq!(parse_script(bad), None, "{bad}");
+        }
     }
 }
