@@ -447,9 +447,7 @@ impl CampaignService for CampaignApi {
             .map_err(from_store)?;
         Ok(Response::new(proto::ListCampaignsResponse {
             campaigns: list.iter().map(campaign_to_proto).collect(),
-            next_page_token: next
-                .map(|c| page_token::encode(&c, &query))
-                .unwrap_or_default(),
+            next_page_token: page_token::encode(next, &query),
         }))
     }
 
@@ -670,9 +668,7 @@ impl CampaignService for CampaignApi {
             .map_err(from_store)?;
         Ok(Response::new(proto::ListMessagesResponse {
             messages: list.iter().map(message_to_proto).collect(),
-            next_page_token: next
-                .map(|c| page_token::encode(&c, &query))
-                .unwrap_or_default(),
+            next_page_token: page_token::encode(next, &query),
         }))
     }
 

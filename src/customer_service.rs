@@ -147,9 +147,7 @@ impl CustomerService for CustomerApi {
                 .iter()
                 .map(|c| convert::customer_to_proto(c, now))
                 .collect(),
-            next_page_token: next
-                .map(|c| page_token::encode(&c, &query))
-                .unwrap_or_default(),
+            next_page_token: page_token::encode(next, &query),
             total_size: total,
         }))
     }
@@ -276,9 +274,7 @@ impl CustomerService for CustomerApi {
             .map_err(from_store)?;
         Ok(Response::new(proto::ListInteractionsResponse {
             interactions: items.iter().map(convert::interaction_to_proto).collect(),
-            next_page_token: next
-                .map(|c| page_token::encode(&c, &query))
-                .unwrap_or_default(),
+            next_page_token: page_token::encode(next, &query),
         }))
     }
 
@@ -323,9 +319,7 @@ impl CustomerService for CustomerApi {
             .map_err(from_store)?;
         Ok(Response::new(proto::ListProductsResponse {
             products: items.iter().map(convert::product_to_proto).collect(),
-            next_page_token: next
-                .map(|c| page_token::encode(&c, &query))
-                .unwrap_or_default(),
+            next_page_token: page_token::encode(next, &query),
         }))
     }
 
@@ -362,9 +356,7 @@ impl CustomerService for CustomerApi {
             .map_err(from_store)?;
         Ok(Response::new(proto::ListOrdersResponse {
             orders: items.iter().map(convert::order_to_proto).collect(),
-            next_page_token: next
-                .map(|c| page_token::encode(&c, &query))
-                .unwrap_or_default(),
+            next_page_token: page_token::encode(next, &query),
         }))
     }
 

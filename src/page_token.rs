@@ -36,7 +36,11 @@ fn fingerprint(query: &[&str]) -> u64 {
     h
 }
 
-pub fn encode(cursor: &Cursor, query: &[&str]) -> String {
+/// The `next_page_token` of a response: empty on the last page.
+pub fn encode(next: Option<Cursor>, query: &[&str]) -> String {
+    let Some(cursor) = next else {
+        return String::new();
+    };
     let raw = format!("{:016x}|{}", fingerprint(query), cursor.encode());
     raw.bytes().map(|b| format!("{b:02x}")).collect()
 }
@@ -76,7 +80,8 @@ mod tests {
     #[test]
     fn tokens_are_bound_to_their_query() {
         let c = Cursor::Int(5, 7);
-        let t = encode(&c, &["stage = ACTIVE", ""]);
+        let t = encode(Some(c.clone()), &["stage = ACTIVE", ""]);
+        assert_eq!(encode(None, &[]), "");
         assert_eq!(decode(&t, &["stage = ACTIVE", ""]).unwrap(), Some(c));
         assert!(decode(&t, &["stage = PROSPECT", ""]).is_err());
         assert!(decode("zz", &[]).is_err());

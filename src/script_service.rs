@@ -293,9 +293,7 @@ impl ScriptService for ScriptApi {
             .map_err(from_store)?;
         Ok(Response::new(proto::ListScriptsResponse {
             scripts: items.iter().map(script_to_proto).collect(),
-            next_page_token: next
-                .map(|c| page_token::encode(&c, &query))
-                .unwrap_or_default(),
+            next_page_token: page_token::encode(next, &query),
         }))
     }
 
@@ -399,9 +397,7 @@ impl ScriptService for ScriptApi {
                     active: r.revision == active,
                 })
                 .collect(),
-            next_page_token: next
-                .map(|c| page_token::encode(&c, &query))
-                .unwrap_or_default(),
+            next_page_token: page_token::encode(next, &query),
         }))
     }
 

@@ -440,9 +440,7 @@ impl SegmentService for SegmentApi {
             .map_err(from_store)?;
         Ok(Response::new(proto::ListSegmentsResponse {
             segments: items.iter().map(segment_to_proto).collect(),
-            next_page_token: next
-                .map(|c| page_token::encode(&c, &query))
-                .unwrap_or_default(),
+            next_page_token: page_token::encode(next, &query),
         }))
     }
 
@@ -576,9 +574,7 @@ impl SegmentService for SegmentApi {
             .map_err(from_store)?;
         Ok(Response::new(proto::ListSegmentMembersResponse {
             customers: ids.into_iter().map(customer_name).collect(),
-            next_page_token: next
-                .map(|c| page_token::encode(&c, &query))
-                .unwrap_or_default(),
+            next_page_token: page_token::encode(next, &query),
         }))
     }
 }
