@@ -25,8 +25,10 @@ use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::script_service_server::ScriptServiceServer;
 use crate::proto::segment_service_server::SegmentServiceServer;
+use crate::proto::service_desk_service_server::ServiceDeskServiceServer;
 use crate::script_service::ScriptApi;
 use crate::segment_service::SegmentApi;
+use crate::service_desk::ServiceDeskApi;
 use crate::tracing_layer;
 
 /// Connect to the database and apply pending migrations.
@@ -64,11 +66,12 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ScriptServiceServer<ScriptApi> as NamedService>::NAME,
     <SegmentServiceServer<SegmentApi> as NamedService>::NAME,
     <CampaignServiceServer<CampaignApi> as NamedService>::NAME,
+    <ServiceDeskServiceServer<ServiceDeskApi> as NamedService>::NAME,
 ];
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -137,6 +140,10 @@ pub async fn run(
     )));
     let campaigns = with_codecs!(CampaignServiceServer::new(CampaignApi::new(
         store.clone(),
+        script_host.clone()
+    )));
+    let service_desk = with_codecs!(ServiceDeskServiceServer::new(ServiceDeskApi::new(
+        store.clone(),
         script_host
     )));
 
@@ -165,6 +172,7 @@ pub async fn run(
         .add_service(scripts)
         .add_service(segments)
         .add_service(campaigns)
+        .add_service(service_desk)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();
