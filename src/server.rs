@@ -144,7 +144,8 @@ pub async fn run(
     )));
     let service_desk = with_codecs!(ServiceDeskServiceServer::new(ServiceDeskApi::new(
         store.clone(),
-        script_host
+        script_host,
+        config.desk.clock.clone()
     )));
 
     let layers = ServiceBuilder::new()
@@ -155,7 +156,18 @@ pub async fn run(
     // The outbox dispatcher, stopped before the store closes.
     let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = crate::dispatcher::outbox_path(config.outbox_file.as_ref(), &config.database_url);
-    let dispatcher = tokio::spawn(crate::dispatcher::run(store.clone(), outbox, stop_rx));
+    let dispatcher = tokio::spawn(crate::dispatcher::run(
+        store.clone(),
+        outbox,
+        stop_rx.clone(),
+    ));
+    // The SLA watcher, stopped the same way.
+    let sla_watcher = tokio::spawn(crate::service_desk::watcher::run(
+        store.clone(),
+        config.desk.clock.clone(),
+        config.desk.sla_watch_interval,
+        stop_rx,
+    ));
 
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -178,6 +190,7 @@ pub async fn run(
     health_watch.abort();
     let _ = stop_dispatch.send(true);
     let _ = dispatcher.await;
+    let _ = sla_watcher.await;
     store.close().await;
     tracing::info!("bakkal stopped");
     result.context("server failed")
