@@ -11,7 +11,7 @@ use bakkal_domain::filter::{self, FieldKind, Op, Value};
 use bakkal_domain::time::now_micros;
 use bakkal_domain::ValidationError;
 use bakkal_script::{Catalog, CompiledScript, Diagnostic, Event, ScriptCustomer, ScriptHost};
-use bakkal_script::{Outcome, ScriptKind};
+use bakkal_script::{Outcome, ScriptKind, ScriptTicket};
 use bakkal_store::{script_revision_name, NewScript, Script, ScriptChanges, Store};
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status};
@@ -33,6 +33,7 @@ const KIND_WORDS: &[&str] = &[
     "SCRIPT_KIND_SEGMENT",
     "SCRIPT_KIND_OFFER",
     "SCRIPT_KIND_MESSAGE",
+    "SCRIPT_KIND_ROUTING",
 ];
 
 /// Scripts compiled or run at once: a few per core; further calls queue.
@@ -118,6 +119,7 @@ fn kind_from_proto(kind: i32, field: &str, errs: &mut ValidationError) -> Option
         Ok(proto::ScriptKind::Segment) => Some(ScriptKind::Segment),
         Ok(proto::ScriptKind::Offer) => Some(ScriptKind::Offer),
         Ok(proto::ScriptKind::Message) => Some(ScriptKind::Message),
+        Ok(proto::ScriptKind::Routing) => Some(ScriptKind::Routing),
         Ok(proto::ScriptKind::Unspecified) => {
             errs.add(field, format!("is required: {}", KIND_WORDS.join(", ")));
             None
@@ -134,6 +136,7 @@ fn kind_to_proto(kind: ScriptKind) -> proto::ScriptKind {
         ScriptKind::Segment => proto::ScriptKind::Segment,
         ScriptKind::Offer => proto::ScriptKind::Offer,
         ScriptKind::Message => proto::ScriptKind::Message,
+        ScriptKind::Routing => proto::ScriptKind::Routing,
     }
 }
 
@@ -525,6 +528,23 @@ impl ScriptService for ScriptApi {
             }
         };
 
+        let ticket = match req.ticket_json.trim() {
+            "" if target.kind == ScriptKind::Routing => {
+                return Err(invalid_field(
+                    "ticket_json",
+                    "is required for a routing script: the ticket it routes, as JSON",
+                ))
+            }
+            "" => None,
+            text => {
+                let v = parse_json(text, "ticket_json")?;
+                Some(
+                    ScriptTicket::from_json(&v, now)
+                        .map_err(|e| invalid_field("ticket_json", e.message))?,
+                )
+            }
+        };
+
         let Target {
             kind,
             source,
@@ -539,7 +559,12 @@ impl ScriptService for ScriptApi {
                 };
                 match compiled {
                     Ok(script) => {
-                        let out = host.dry_run(&script, &customer, &catalog, event.as_ref(), now);
+                        let out = match &ticket {
+                            Some(t) if kind == ScriptKind::Routing => {
+                                host.dry_run_route(&script, t, &customer, now)
+                            }
+                            _ => host.dry_run(&script, &customer, &catalog, event.as_ref(), now),
+                        };
                         (Ok(()), Some(out))
                     }
                     Err(d) => (Err(d), None),

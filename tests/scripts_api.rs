@@ -835,6 +835,104 @@ async fn bad_names(server: &TestServer) {
     assert_code(r, Code::NotFound);
 }
 
+async fn routing_scripts(server: &TestServer) {
+    let mut client = scripts(server);
+    let customer = customer_with_orders(server).await;
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/route_by_topic.rhai"),
+    )
+    .unwrap();
+    let valid = client
+        .validate_script(proto::ValidateScriptRequest {
+            kind: ScriptKind::Routing as i32,
+            source: source.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(valid.valid, "{valid:?}");
+    let wrong = client
+        .validate_script(proto::ValidateScriptRequest {
+            kind: ScriptKind::Routing as i32,
+            source: "fn matches(c) { true }".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!wrong.valid);
+    assert!(wrong.diagnostics[0]
+        .message
+        .contains("fn route(ticket, customer)"));
+
+    let script = create(&mut client, "By topic", ScriptKind::Routing, &source).await;
+    assert_eq!(script.kind, ScriptKind::Routing as i32);
+    create(&mut client, "Segment", ScriptKind::Segment, VIP).await;
+    let listed = client
+        .list_scripts(proto::ListScriptsRequest {
+            filter: "kind = SCRIPT_KIND_ROUTING".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.scripts.len(), 1);
+    assert_eq!(listed.scripts[0].name, script.name);
+
+    let ticket = |j: Value| proto::TestScriptRequest {
+        script: script.name.clone(),
+        subject: Some(Subject::Customer(customer.clone())),
+        ticket_json: j.to_string(),
+        ..Default::default()
+    };
+    let out = client
+        .test_script(ticket(
+            json!({"kind": "COMPLAINT", "subject": "Charged twice", "channel": "EMAIL"}),
+        ))
+        .await
+        .expect("route a ticket")
+        .into_inner();
+    let got: Value = serde_json::from_str(&out.result_json).unwrap();
+    assert_eq!(
+        got,
+        json!({"team": "teams/3", "topic": "billing", "priority": "HIGH"})
+    );
+    let out = client
+        .test_script(ticket(json!({"kind": "FEEDBACK", "subject": "Nice"})))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.result_json, "null");
+
+    // A routing script needs its ticket; a bad one names the field.
+    let mut no_ticket = ticket(json!({}));
+    no_ticket.ticket_json.clear();
+    let status = assert_code(client.test_script(no_ticket).await, Code::InvalidArgument);
+    assert_eq!(violations(&status)[0].0, "ticket_json");
+    let status = assert_code(
+        client.test_script(ticket(json!({"kind": "RANT"}))).await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violations(&status)[0].0, "ticket_json");
+
+    // An unknown key in the route fails the run: INVALID_ARGUMENT inline.
+    let status = assert_code(
+        client
+            .test_script(proto::TestScriptRequest {
+                kind: ScriptKind::Routing as i32,
+                source: "fn route(t, c) {\n    #{ team: \"teams/2\", colour: \"red\" }\n}\n".into(),
+                subject: Some(Subject::CustomerJson(r#"{"display_name": "Can"}"#.into())),
+                ticket_json: "{}".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status.message().contains("unknown key `colour`"),
+        "{status:?}"
+    );
+}
+
 on_both_backends!(
     lifecycle,
     create_rejects_bad_source,
@@ -842,4 +940,5 @@ on_both_backends!(
     test_script,
     runaway_script,
     bad_names,
+    routing_scripts,
 );

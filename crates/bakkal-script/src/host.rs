@@ -12,6 +12,7 @@ use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{CallFnOptions, Dynamic, Engine, Position, Scope, AST};
 
 use crate::error::{Diagnostic, ErrorCategory, ScriptError};
+use crate::ticket::{Route, ScriptTicket};
 use crate::types::{Catalog, Event, Message, Offer, ScriptCustomer};
 use crate::validate::KnownFunctions;
 
@@ -24,16 +25,25 @@ pub enum ScriptKind {
     Offer,
     /// `fn message(c, event)` → `message(...)` or `()`: what to send when `event` happens.
     Message,
+    /// `fn route(ticket, customer)` → a map `#{ team, priority, assignee, topic }` (each
+    /// optional) or `()`: where a new service-desk ticket goes.
+    Routing,
 }
 
 impl ScriptKind {
-    pub const ALL: [ScriptKind; 3] = [ScriptKind::Segment, ScriptKind::Offer, ScriptKind::Message];
+    pub const ALL: [ScriptKind; 4] = [
+        ScriptKind::Segment,
+        ScriptKind::Offer,
+        ScriptKind::Message,
+        ScriptKind::Routing,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ScriptKind::Segment => "SEGMENT",
             ScriptKind::Offer => "OFFER",
             ScriptKind::Message => "MESSAGE",
+            ScriptKind::Routing => "ROUTING",
         }
     }
 
@@ -47,6 +57,7 @@ impl ScriptKind {
             ScriptKind::Segment => "matches",
             ScriptKind::Offer => "offers",
             ScriptKind::Message => "message",
+            ScriptKind::Routing => "route",
         }
     }
 
@@ -56,6 +67,7 @@ impl ScriptKind {
             ScriptKind::Segment => &["c"],
             ScriptKind::Offer => &["c", "catalog"],
             ScriptKind::Message => &["c", "event"],
+            ScriptKind::Routing => &["ticket", "customer"],
         }
     }
 
@@ -527,6 +539,38 @@ impl ScriptHost {
         })
     }
 
+    /// Run a `ROUTING` script for a ticket of `customer`: the route, or `None` when it returns
+    /// `()`. A map with an unknown key, a value of the wrong type or a malformed name fails
+    /// with [`ErrorCategory::WrongReturnType`].
+    pub fn eval_route(
+        &self,
+        script: &CompiledScript,
+        ticket: &ScriptTicket,
+        customer: &ScriptCustomer,
+        now: Micros,
+    ) -> Outcome<Option<Route>> {
+        let args = vec![
+            Dynamic::from(ticket.clone()),
+            Dynamic::from(customer.at(now)),
+        ];
+        self.call(script, ScriptKind::Routing, now, args, |v, pos| {
+            Route::from_dynamic(v).map_err(|m| crate::ticket::route_error(m).at(pos))
+        })
+    }
+
+    /// [`ScriptHost::eval_route`] for a dry run: the route as JSON (`{"team": …, "priority":
+    /// …}`, only the keys set) or `null`.
+    pub fn dry_run_route(
+        &self,
+        script: &CompiledScript,
+        ticket: &ScriptTicket,
+        customer: &ScriptCustomer,
+        now: Micros,
+    ) -> Outcome<serde_json::Value> {
+        self.eval_route(script, ticket, customer, now)
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+    }
+
     /// Run a script of any kind for a dry run and give its result as JSON: `true`/`false` for
     /// a segment, `[{"sku","score","reason"}...]` for offers, `{"channel","subject","body"}` or
     /// `null` for a message. `event` is only read by message scripts (see [`Event::from_json`];
@@ -556,6 +600,9 @@ impl ScriptHost {
                 self.eval_message(script, customer, &event, now)
                     .map(|m| serde_json::to_value(m).unwrap_or_default())
             }
+            ScriptKind::Routing => Outcome::failed(ScriptError::input(
+                "a ROUTING script needs a ticket: use dry_run_route",
+            )),
         }
     }
 

@@ -7,6 +7,8 @@
 //! * [`ScriptHost::eval_segment`], [`ScriptHost::eval_offers`], [`ScriptHost::eval_message`]
 //!   run it for one [`ScriptCustomer`] at a given `now`, giving an [`Outcome`] with the
 //!   typed value or a [`ScriptError`], the logs and the operations used.
+//! * [`ScriptHost::eval_route`] runs a `ROUTING` script for a [`ScriptTicket`] and its
+//!   customer, giving a [`Route`] (team, priority, assignee, topic).
 //! * [`ScriptHost::dry_run`] does the same with JSON in and out; [`ScriptCustomer::from_json`]
 //!   builds an inline test customer (shape in `scripts/README.md`).
 //!
@@ -20,12 +22,14 @@ mod api;
 pub mod error;
 mod host;
 mod json;
+pub mod ticket;
 pub mod time;
 pub mod types;
 mod validate;
 
 pub use error::{Diagnostic, ErrorCategory, ScriptError};
 pub use host::{CompiledScript, HostConfig, Outcome, ScriptHost, ScriptKind};
+pub use ticket::{Route, ScriptTicket};
 pub use types::{totals_from_orders, Catalog, Event, Message, Offer, ScriptCustomer};
 
 /// Register bakkal's types and functions on an engine.
@@ -40,6 +44,8 @@ fn register(engine: &mut rhai::Engine) {
         .register_type_with_name::<types::Event>("Event")
         .register_type_with_name::<types::Offer>("Offer")
         .register_type_with_name::<types::Message>("Message")
+        .register_type_with_name::<ticket::ScriptTicket>("Ticket")
         .register_iterator::<types::Catalog>();
     engine.register_global_module(exported_module!(api::bakkal_api).into());
+    engine.register_global_module(exported_module!(ticket::ticket_api).into());
 }

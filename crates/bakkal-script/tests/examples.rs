@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bakkal_script::time::parse_timestamp;
-use bakkal_script::{Catalog, CompiledScript, ScriptCustomer, ScriptHost, ScriptKind};
+use bakkal_script::{
+    Catalog, CompiledScript, ScriptCustomer, ScriptHost, ScriptKind, ScriptTicket,
+};
 use serde_json::{json, Value};
 
 fn now() -> i64 {
@@ -127,6 +129,16 @@ impl Fixtures {
     fn message(&self, script: &CompiledScript, who: &str, event: Value) -> Value {
         self.run(script, who, Some(event))
     }
+
+    /// The route a ROUTING script gives a ticket (inline JSON) of a customer.
+    fn route(&self, script: &CompiledScript, who: &str, ticket: Value) -> Value {
+        let t = ScriptTicket::from_json(&ticket, now()).unwrap();
+        let out = self
+            .host
+            .dry_run_route(script, &t, &self.customers[who], now());
+        out.value
+            .unwrap_or_else(|e| panic!("{who}: {e}\nlogs: {:?}", out.logs))
+    }
 }
 
 type Expectation = fn(&Fixtures, &CompiledScript);
@@ -233,6 +245,50 @@ fn expectations() -> BTreeMap<&'static str, (ScriptKind, Expectation)> {
             );
             let small = json!({"kind": "order_placed", "fields": {"order_id": "N2", "total": 5}});
             assert_eq!(f.message(s, "newcomer", small), Value::Null);
+        }),
+    );
+    m.insert(
+        "route_vip_complaints.rhai",
+        (Routing, |f, s| {
+            let complaint = json!({"kind": "COMPLAINT", "subject": "Broken grinder"});
+            // Not scored: spending decides (big_spender has 6,150).
+            assert_eq!(
+                f.route(s, "big_spender", complaint.clone()),
+                json!({"team": "teams/2", "priority": "HIGH"})
+            );
+            assert_eq!(f.route(s, "prospect", complaint.clone()), Value::Null);
+            // Scored: the tier decides, whatever was spent.
+            let top = json!({"kind": "COMPLAINT", "channel": "SOCIAL", "customer_tier_rank": 1});
+            assert_eq!(
+                f.route(s, "prospect", top),
+                json!({"team": "teams/2", "priority": "URGENT"})
+            );
+            let second = json!({"kind": "COMPLAINT", "customer_tier_rank": 2});
+            assert_eq!(f.route(s, "big_spender", second), Value::Null);
+            let question = json!({"kind": "QUESTION", "customer_tier_rank": 1});
+            assert_eq!(f.route(s, "big_spender", question), Value::Null);
+        }),
+    );
+    m.insert(
+        "route_by_topic.rhai",
+        (Routing, |f, s| {
+            let billing = json!({"kind": "QUESTION", "topic": "billing"});
+            assert_eq!(
+                f.route(s, "prospect", billing),
+                json!({"team": "teams/3", "topic": "billing"})
+            );
+            let charged = json!({"kind": "COMPLAINT", "subject": "I was CHARGED twice"});
+            assert_eq!(
+                f.route(s, "lapsed", charged),
+                json!({"team": "teams/3", "topic": "billing", "priority": "HIGH"})
+            );
+            let parcel = json!({"kind": "REQUEST", "description": "Where is my parcel?"});
+            assert_eq!(
+                f.route(s, "newcomer", parcel),
+                json!({"team": "teams/4", "topic": "delivery"})
+            );
+            let other = json!({"kind": "FEEDBACK", "subject": "Lovely coffee"});
+            assert_eq!(f.route(s, "newcomer", other), Value::Null);
         }),
     );
     m

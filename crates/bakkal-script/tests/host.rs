@@ -542,3 +542,100 @@ fn definitions_document_the_api() {
         assert!(d.contains(needle), "{needle}");
     }
 }
+
+fn route(
+    host: &ScriptHost,
+    body: &str,
+    ticket: serde_json::Value,
+) -> Result<Option<bakkal_script::Route>, ScriptError> {
+    let src = format!("fn route(t, c) {{\n{body}\n}}");
+    let s = host
+        .compile(ScriptKind::Routing, &src)
+        .unwrap_or_else(|d| panic!("{src}: {d:?}"));
+    let t = bakkal_script::ScriptTicket::from_json(&ticket, now()).unwrap();
+    host.eval_route(&s, &t, &buyer(), now()).value
+}
+
+#[test]
+fn routing_scripts_see_the_ticket_and_return_a_checked_route() {
+    let h = ScriptHost::default();
+    let ticket = json!({
+        "id": 12, "kind": "complaint", "channel": "email", "subject": "Late parcel",
+        "description": "The courier never came", "topic": "delivery", "priority": "normal",
+        "contact_email": "AYSE@example.com", "customer_tier": "Gold", "customer_tier_rank": 2
+    });
+    let r = route(
+        &h,
+        r#"
+        if t.name == "tickets/12" && t.kind == "COMPLAINT" && t.channel == "EMAIL"
+            && t.subject == "Late parcel" && t.mentions("COURIER") && !t.mentions("refund")
+            && t.topic == "delivery" && t.priority == "NORMAL"
+            && t.contact_email == "ayse@example.com" && t.contact_phone == ()
+            && t.team == () && t.assignee == () && t.customer_tier == "Gold"
+            && t.customer_tier_rank == 2 && t.create_time == now() && c.id == 7 {
+            #{ team: "teams/4", assignee: "agents/9", priority: "urgent", topic: " courier " }
+        } else {
+            throw "unexpected ticket";
+        }
+        "#,
+        ticket.clone(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        r,
+        bakkal_script::Route {
+            team: Some("teams/4".into()),
+            priority: Some("URGENT".into()),
+            assignee: Some("agents/9".into()),
+            topic: Some("courier".into()),
+        }
+    );
+    assert_eq!(route(&h, "()", ticket.clone()).unwrap(), None);
+    assert_eq!(
+        route(&h, "#{}", ticket.clone()).unwrap(),
+        Some(Default::default())
+    );
+
+    // Unknown keys and bad values fail at run time, at the entry point.
+    for (body, needle) in [
+        (r#"#{ teem: "teams/2" }"#, "unknown key `teem`"),
+        (r#"#{ team: "2" }"#, "`team` must be like"),
+        (r#"#{ priority: "SOON" }"#, "`priority` must be one of"),
+        (r#"#{ assignee: 7 }"#, "`assignee` must be a string"),
+        (r#""teams/2""#, "must return a map"),
+    ] {
+        let e = route(&h, body, ticket.clone()).unwrap_err();
+        assert_eq!(e.category, ErrorCategory::WrongReturnType, "{body}");
+        assert!(e.message.contains(needle), "{body}: {}", e.message);
+        assert_eq!(e.line, Some(1), "{body}");
+    }
+
+    // The entry point is checked like the other kinds'.
+    let d = diagnostics(ScriptKind::Routing, "fn route(t) { () }");
+    assert!(d[0].contains("must take 2 parameters"), "{d:?}");
+    assert!(
+        diagnostics(ScriptKind::Routing, "fn matches(c) { true }")[0]
+            .contains("fn route(ticket, customer)")
+    );
+
+    // Bad inline tickets are input errors.
+    let now = now();
+    for bad in [
+        json!({"kind": "RANT"}),
+        json!({"priority": "SOON"}),
+        json!({"channel": "PIGEON"}),
+        json!({"colour": "red"}),
+    ] {
+        let e = bakkal_script::ScriptTicket::from_json(&bad, now).unwrap_err();
+        assert_eq!(e.category, ErrorCategory::Input, "{bad}");
+    }
+    let d = ScriptHost::default().definitions();
+    for needle in [
+        "fn get customer_tier_rank(",
+        "fn mentions(",
+        "top of the pyramid",
+    ] {
+        assert!(d.contains(needle), "{needle}");
+    }
+}
