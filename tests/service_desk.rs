@@ -11,6 +11,7 @@ use std::time::Duration;
 use bakkal::config::{Clock, Config, DeskConfig};
 use bakkal::proto::campaign_service_client::CampaignServiceClient;
 use bakkal::proto::customer_service_client::CustomerServiceClient;
+use bakkal::proto::script_service_client::ScriptServiceClient;
 use bakkal::proto::service_desk_service_client::ServiceDeskServiceClient;
 use bakkal::proto::{self, InteractionChannel, SlaStatus, TicketKind, TicketPriority, TicketState};
 use bakkal_domain::time::{days_from_civil, Micros, MICROS_PER_SECOND};
@@ -684,6 +685,88 @@ async fn default_routing(backend: Backend) {
     server.stop().await;
 }
 
+/// With a ROUTING script, `route(ticket, customer)` picks the team and priority (and the
+/// topic it fills in); the least busy active agent of that team gets the ticket; the newest
+/// ROUTING script is the one that runs; what the script leaves open routes by default.
+async fn routing_script(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let clock = Clock::manual(utc(2026, 11, 24, 8, 0));
+    let server = Desk::start(&db.url, &clock).await;
+    let mut c = server.desk();
+    let front = team(&mut c, "Front").await;
+    let billing = team(&mut c, "Billing").await;
+    let _f = agent(&mut c, "f@desk.example.com", &[&front]).await;
+    let b1 = agent(&mut c, "b1@desk.example.com", &[&billing]).await;
+    let b2 = agent(&mut c, "b2@desk.example.com", &[&billing]).await;
+    let mut scripts = ScriptServiceClient::new(server.channel.clone());
+    let script = |source: String| proto::CreateScriptRequest {
+        script: Some(proto::Script {
+            display_name: "routing".into(),
+            kind: proto::ScriptKind::Routing as i32,
+            source,
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    };
+    // an older rule that would send everything to Front at LOW: the newest one wins
+    scripts
+        .create_script(script(format!(
+            "fn route(ticket, customer) {{ #{{ team: \"{front}\", priority: \"LOW\" }} }}"
+        )))
+        .await
+        .expect("create script");
+    scripts
+        .create_script(script(format!(
+            "fn route(ticket, customer) {{\n\
+             if ticket.mentions(\"invoice\") {{\n\
+             return #{{ team: \"{billing}\", priority: \"HIGH\", topic: \"billing\" }};\n\
+             }}\n\
+             ()\n}}"
+        )))
+        .await
+        .expect("create script");
+    let billing_ticket = |i: usize| proto::CreateTicketRequest {
+        ticket: Some(proto::Ticket {
+            subject: format!("Wrong invoice #{i}"),
+            topic: String::new(),
+            ..complaint(&format!("r{i}@example.com")).ticket.unwrap()
+        }),
+        request_id: String::new(),
+    };
+    let t1 = c
+        .create_ticket(billing_ticket(1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(t1.team, billing);
+    assert_eq!(t1.priority, TicketPriority::High as i32);
+    assert_eq!(t1.topic, "billing");
+    assert_eq!(t1.assignee, b1);
+    let t2 = c
+        .create_ticket(billing_ticket(2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(t2.assignee, b2, "the least busy agent of the team");
+    // what the caller sets wins over the script
+    let mut explicit = billing_ticket(3);
+    explicit.ticket.as_mut().unwrap().priority = TicketPriority::Low as i32;
+    let t3 = c.create_ticket(explicit).await.unwrap().into_inner();
+    assert_eq!(t3.priority, TicketPriority::Low as i32);
+    assert_eq!(t3.team, billing);
+    // the script returns () for other tickets: the default team
+    let other = c
+        .create_ticket(complaint("s@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(other.team, front);
+    assert_eq!(other.priority, TicketPriority::Normal as i32);
+    server.stop().await;
+}
+
 /// Bad input is refused precisely and leaves nothing behind.
 async fn bad_input(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
@@ -859,5 +942,6 @@ both!(
     sla_events_queued_once,
     unknown_contact_becomes_a_prospect,
     default_routing,
+    routing_script,
     bad_input,
 );

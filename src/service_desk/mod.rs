@@ -190,7 +190,7 @@ impl ServiceDeskService for ServiceDeskApi {
             assignee_id,
             request_id: Some(req.request_id).filter(|r| !r.is_empty()),
         };
-        routing::route(&self.store, &self.host, &mut new).await?;
+        routing::route(&self.store, &self.host, &mut new, self.clock.now()).await?;
         let created = self
             .store
             .create_ticket(&new, self.clock.now(), &messages::templates)

@@ -988,6 +988,26 @@ impl Store {
 
     // ---- tickets -----------------------------------------------------------------------------
 
+    /// The newest script of `kind` (`ROUTING`), if any.
+    pub async fn latest_script_id(&self, kind: &str) -> Result<Option<i64>> {
+        let id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM scripts WHERE kind = $1 ORDER BY id DESC LIMIT 1")
+                .bind(kind.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(id)
+    }
+
+    /// The customer's tier in the pyramid, when scored.
+    pub async fn customer_tier(&self, customer_id: i64) -> Result<Option<String>> {
+        let tier: Option<String> =
+            sqlx::query_scalar("SELECT tier FROM customer_scores WHERE customer_id = $1")
+                .bind(customer_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(tier)
+    }
+
     /// The live customer holding this normalised email (first) or phone, if any.
     pub async fn find_customer_by_contact(
         &self,
