@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
                 max_connections: db.max_connections,
                 customer_cache: db.customer_cache,
                 outbox_file,
+                desk: Default::default(),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -110,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
                 max_connections: 1,
                 customer_cache: 0,
                 outbox_file: None,
+                desk: Default::default(),
             };
             let store = server::open_store(&config).await?;
             store.close().await;

@@ -25,8 +25,10 @@ use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::script_service_server::ScriptServiceServer;
 use crate::proto::segment_service_server::SegmentServiceServer;
+use crate::proto::service_desk_service_server::ServiceDeskServiceServer;
 use crate::script_service::ScriptApi;
 use crate::segment_service::SegmentApi;
+use crate::service_desk::ServiceDeskApi;
 use crate::tracing_layer;
 
 /// Connect to the database and apply pending migrations.
@@ -64,11 +66,12 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ScriptServiceServer<ScriptApi> as NamedService>::NAME,
     <SegmentServiceServer<SegmentApi> as NamedService>::NAME,
     <CampaignServiceServer<CampaignApi> as NamedService>::NAME,
+    <ServiceDeskServiceServer<ServiceDeskApi> as NamedService>::NAME,
 ];
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -137,7 +140,12 @@ pub async fn run(
     )));
     let campaigns = with_codecs!(CampaignServiceServer::new(CampaignApi::new(
         store.clone(),
-        script_host
+        script_host.clone()
+    )));
+    let service_desk = with_codecs!(ServiceDeskServiceServer::new(ServiceDeskApi::new(
+        store.clone(),
+        script_host,
+        config.desk.clock.clone()
     )));
 
     let layers = ServiceBuilder::new()
@@ -148,7 +156,18 @@ pub async fn run(
     // The outbox dispatcher, stopped before the store closes.
     let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = crate::dispatcher::outbox_path(config.outbox_file.as_ref(), &config.database_url);
-    let dispatcher = tokio::spawn(crate::dispatcher::run(store.clone(), outbox, stop_rx));
+    let dispatcher = tokio::spawn(crate::dispatcher::run(
+        store.clone(),
+        outbox,
+        stop_rx.clone(),
+    ));
+    // The SLA watcher, stopped the same way.
+    let sla_watcher = tokio::spawn(crate::service_desk::watcher::run(
+        store.clone(),
+        config.desk.clock.clone(),
+        config.desk.sla_watch_interval,
+        stop_rx,
+    ));
 
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -165,11 +184,13 @@ pub async fn run(
         .add_service(scripts)
         .add_service(segments)
         .add_service(campaigns)
+        .add_service(service_desk)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();
     let _ = stop_dispatch.send(true);
     let _ = dispatcher.await;
+    let _ = sla_watcher.await;
     store.close().await;
     tracing::info!("bakkal stopped");
     result.context("server failed")

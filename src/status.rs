@@ -41,6 +41,12 @@ fn resource_type(name: &str) -> &'static str {
         Some("scripts") if name.contains('@') => "bakkal.v1.ScriptRevision",
         Some("scripts") => "bakkal.v1.Script",
         Some("segments") => "bakkal.v1.Segment",
+        Some("tickets") if name.contains("/comments/") => "bakkal.v1.TicketComment",
+        Some("tickets") => "bakkal.v1.Ticket",
+        Some("agents") => "bakkal.v1.Agent",
+        Some("teams") => "bakkal.v1.Team",
+        Some("slaPolicies") => "bakkal.v1.SlaPolicy",
+        Some("articles") => "bakkal.v1.Article",
         _ => "",
     }
 }

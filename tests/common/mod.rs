@@ -117,6 +117,7 @@ impl TestServer {
             max_connections: 8,
             customer_cache: 10_000,
             outbox_file: Some(outbox_dir.path().join("outbox.jsonl")),
+            desk: Default::default(),
         };
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bakkal::server::run(config, listener, async {

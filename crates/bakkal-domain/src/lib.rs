@@ -11,6 +11,7 @@ pub mod filter;
 pub mod name;
 pub mod normalise;
 pub mod order;
+pub mod ticket;
 pub mod time;
 
 pub use customer::*;

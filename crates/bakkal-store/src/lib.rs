@@ -10,6 +10,7 @@ mod articles;
 mod cache;
 mod campaigns;
 mod customers;
+mod desk;
 mod error;
 mod import;
 mod interactions;
@@ -38,6 +39,11 @@ pub use campaigns::{
 };
 pub use customers::{
     CustomerQuery, DuplicateCandidate, CUSTOMER_FILTER_FIELDS, CUSTOMER_SORT_FIELDS,
+};
+pub use desk::{
+    Agent, AgentFields, DeskEvent, DeskMessage, NewTicket, Notifier, SlaPolicy, SlaPolicyFields,
+    Team, TeamFields, Ticket, TicketChanges, TicketComment, TicketCustomer, TICKET_FILTER_FIELDS,
+    TICKET_SORT_FIELDS,
 };
 pub use error::StoreError;
 pub use import::{ImportCustomerRow, ImportOrderRow, ImportOutcome, Rejection};
