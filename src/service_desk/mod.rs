@@ -3,8 +3,10 @@
 //! (protobuf ↔ store, request checks), `routing` (the ROUTING script hook), `messages` (the
 //! built-in acknowledgement, resolution and reminder messages), `watcher` (the SLA watcher).
 
+pub mod articles;
 mod convert;
 pub mod messages;
+pub mod report;
 mod routing;
 pub mod watcher;
 
@@ -676,5 +678,54 @@ impl ServiceDeskService for ServiceDeskApi {
             .await
             .map_err(from_store)?;
         Ok(Response::new(policy_to_proto(&p)))
+    }
+
+    async fn create_article(
+        &self,
+        request: Request<proto::CreateArticleRequest>,
+    ) -> Result<Response<proto::Article>, Status> {
+        articles::create_article(&self.store, request.into_inner(), self.clock.now()).await
+    }
+
+    async fn get_article(
+        &self,
+        request: Request<proto::GetArticleRequest>,
+    ) -> Result<Response<proto::Article>, Status> {
+        articles::get_article(&self.store, request.into_inner()).await
+    }
+
+    async fn list_articles(
+        &self,
+        request: Request<proto::ListArticlesRequest>,
+    ) -> Result<Response<proto::ListArticlesResponse>, Status> {
+        articles::list_articles(&self.store, request.into_inner()).await
+    }
+
+    async fn update_article(
+        &self,
+        request: Request<proto::UpdateArticleRequest>,
+    ) -> Result<Response<proto::Article>, Status> {
+        articles::update_article(&self.store, request.into_inner(), self.clock.now()).await
+    }
+
+    async fn search_articles(
+        &self,
+        request: Request<proto::SearchArticlesRequest>,
+    ) -> Result<Response<proto::SearchArticlesResponse>, Status> {
+        articles::search_articles(&self.store, request.into_inner()).await
+    }
+
+    async fn suggest_articles(
+        &self,
+        request: Request<proto::SuggestArticlesRequest>,
+    ) -> Result<Response<proto::SuggestArticlesResponse>, Status> {
+        articles::suggest_articles(&self.store, request.into_inner()).await
+    }
+
+    async fn get_service_report(
+        &self,
+        request: Request<proto::GetServiceReportRequest>,
+    ) -> Result<Response<proto::GetServiceReportResponse>, Status> {
+        report::get_service_report(&self.store, request.into_inner()).await
     }
 }

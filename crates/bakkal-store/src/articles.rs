@@ -14,7 +14,9 @@ use sqlx::{AnyConnection, Row};
 
 use crate::args::{bind, Arg, SqlBuilder};
 use crate::page::Cursor;
-use crate::{Backend, Result, Store, StoreError, WriteTx};
+#[allow(unused_imports)] // named in the docs
+use crate::WriteTx;
+use crate::{Backend, Result, Store, StoreError};
 
 /// Words of a query used at most.
 pub const MAX_SEARCH_TERMS: usize = 32;
@@ -224,11 +226,12 @@ async fn replayed(conn: &mut AnyConnection, key: Option<&str>) -> Result<Option<
 }
 
 /// Count one use of article `id` (a ticket resolved with it), inside the caller's write
-/// transaction. NOT_FOUND when there is no such article.
-pub async fn use_article(tx: &mut WriteTx, id: i64) -> Result<()> {
+/// transaction (`use_article(&mut tx, id)` with a [`WriteTx`]). NOT_FOUND when there is no
+/// such article.
+pub async fn use_article(tx: &mut AnyConnection, id: i64) -> Result<()> {
     let done = sqlx::query("UPDATE articles SET uses = uses + 1 WHERE id = $1")
         .bind(id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound(article_name(id)));

@@ -1658,6 +1658,5 @@ async fn use_article(
     _ticket_id: i64,
     _now: Micros,
 ) -> Result<()> {
-    let _ = conn;
-    Err(StoreError::NotFound(format!("articles/{article_id}")))
+    crate::articles::use_article(conn, article_id).await
 }

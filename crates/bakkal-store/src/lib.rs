@@ -19,6 +19,7 @@ mod page;
 mod products;
 mod scripts;
 mod segments;
+mod service_report;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -56,6 +57,9 @@ pub use segments::{
     parse_segment_filter, segment_name, BatchCustomer, Breakdown, CustomerScore, NewEvent,
     NewSegment, PredicateClause, PredicateColumn, PredicateValue, PyramidCell, ScoreInput,
     ScoreRow, Segment, StoredValueModel, SEGMENT_FILTER_FIELDS,
+};
+pub use service_report::{
+    percentile, ReportGroupBy, ServiceFigures, ServiceReport, TopicComplaints,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
