@@ -6,6 +6,7 @@
 //! SQLite write transactions begin `IMMEDIATE` so concurrent writers queue instead of failing.
 
 mod args;
+mod articles;
 mod cache;
 mod campaigns;
 mod customers;
@@ -28,6 +29,10 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
 use crate::cache::{CustomerCache, Generation};
 
+pub use articles::{
+    article_name, search_terms, snippet, Article, ArticleChanges, ArticleFields, ArticleHit,
+    MAX_SEARCH_TERMS,
+};
 pub use campaigns::{
     campaign_name, campaign_run_name, message_name, Campaign, CampaignFields, CampaignRun,
     MessageParent, NewMessage, OutboxMessage, RunCounters,
