@@ -13,7 +13,7 @@ mod page_token;
 mod script_service;
 mod segment_service;
 pub mod server;
-mod service_desk;
+pub mod service_desk;
 pub mod status;
 mod tracing_layer;
 

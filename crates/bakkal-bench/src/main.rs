@@ -6,10 +6,13 @@
 //! target/release/bakkal-bench get-customer   # GetCustomer vs a bare tonic server
 //! target/release/bakkal-bench import         # ImportCustomers vs sqlite3 .import
 //! target/release/bakkal-bench segments       # Preview/RefreshSegment, ComputeScores vs SQL
+//! target/release/bakkal-bench tickets        # CreateTicket vs a plain INSERT of the rows
+//! target/release/bakkal-bench sla-scan       # the SLA watcher's pass vs its indexed SQL
 //! ```
 //! The servers run as separate processes (the release `bakkal` binary next to this one), so
 //! their peak memory is their own.
 
+mod desk;
 mod get_customer;
 mod import;
 mod process;
@@ -61,6 +64,22 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// CreateTicket at N concurrent clients on SQLite (server in this process), against the
+    /// plain INSERT of the same ticket rows through a pool of the same size.
+    Tickets {
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+    },
+    /// The SLA watcher's pass over N open tickets (nothing due; ~100 due), against the same
+    /// indexed SQL run bare.
+    SlaScan {
+        #[arg(long, default_value_t = 1_000_000)]
+        tickets: usize,
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
     /// The baseline server of `get-customer` (started by it; not for direct use).
     #[command(hide = true)]
     BareServer {
@@ -92,6 +111,8 @@ fn main() -> anyhow::Result<()> {
         )),
         Command::Import { rows } => rt.block_on(import::run(rows)),
         Command::Segments { customers, dir } => rt.block_on(segments::run(customers, dir)),
+        Command::Tickets { count, clients } => rt.block_on(desk::tickets(count, clients)),
+        Command::SlaScan { tickets, rounds } => rt.block_on(desk::sla_scan(tickets, rounds)),
         Command::BareServer {
             listen,
             message_hex,

@@ -1600,9 +1600,8 @@ impl Store {
         for mut t in tickets.into_iter() {
             let hours = match t.sla_policy_id {
                 Some(pid) => {
-                    if !policies.contains_key(&pid) {
-                        let h = load_policy(&mut tx, pid).await?.hours();
-                        policies.insert(pid, h);
+                    if let std::collections::hash_map::Entry::Vacant(e) = policies.entry(pid) {
+                        e.insert(load_policy(&mut tx, pid).await?.hours());
                     }
                     policies[&pid].clone()
                 }
