@@ -256,6 +256,25 @@ async fn articles(backend: Backend) {
         &["account"],
     )
     .await;
+    article(
+        &mut c,
+        "İade ve değişim",
+        "İstanbul içi teslimatlarda iade kargo ücretsizdir.",
+        &[],
+        &[],
+    )
+    .await;
+    // Turkish capitals: İ is found from i, İ or I+dot, on both databases.
+    for q in [
+        "iade",
+        "İADE",
+        "istanbul",
+        "İstanbul",
+        "ücretsiz",
+        "değişim",
+    ] {
+        assert_eq!(search(&mut c, q, "").await, ["İade ve değişim"], "{q}");
+    }
     assert_eq!(refund.topics, ["billing"]);
     assert_eq!(refund.uses, 0);
     assert!(!refund.etag.is_empty());
@@ -416,16 +435,16 @@ async fn articles(backend: Backend) {
     // Listing, with a topic and pages.
     let page = c
         .list_articles(proto::ListArticlesRequest {
-            page_size: 2,
+            page_size: 3,
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(page.articles.len(), 2);
+    assert_eq!(page.articles.len(), 3);
     let rest = c
         .list_articles(proto::ListArticlesRequest {
-            page_size: 2,
+            page_size: 3,
             page_token: page.next_page_token.clone(),
             ..Default::default()
         })

@@ -4,7 +4,8 @@
 //! Search is full-text, ranked by relevance: SQLite's FTS5 (`articles_fts`, bm25) and
 //! PostgreSQL's `tsvector` (`articles.search`, ts_rank), each behind its own SQL since the
 //! two dialects share none here. A caller's query never reaches either syntax: it is cut into
-//! words (letters and digits), and each word is matched as a prefix, any word matching (OR);
+//! words (letters and digits), and each word of three characters or more is matched as a prefix (shorter ones whole),
+//! any word matching (OR);
 //! more matching words, words in the title and rarer words rank higher. Both databases match
 //! the same words, so they return the same articles; their scores differ in scale.
 
@@ -20,6 +21,8 @@ use crate::{Backend, Result, Store, StoreError};
 
 /// Words of a query used at most.
 pub const MAX_SEARCH_TERMS: usize = 32;
+/// Query words at least this long match as prefixes.
+const MIN_PREFIX_CHARS: usize = 3;
 /// Characters of one query word used at most.
 const MAX_TERM_CHARS: usize = 64;
 
@@ -91,11 +94,14 @@ pub fn search_terms(query: &str) -> Vec<String> {
         if word.is_empty() {
             continue;
         }
+        // Turkish İ lower-cases to i + a combining dot; the databases index it as i (PostgreSQL)
+        // or keep it (SQLite: see `fts5_query`), never with the dot.
         let term: String = word
             .chars()
             .take(MAX_TERM_CHARS)
             .collect::<String>()
-            .to_lowercase();
+            .to_lowercase()
+            .replace("i\u{307}", "i");
         if !terms.contains(&term) {
             terms.push(term);
             if terms.len() == MAX_SEARCH_TERMS {
@@ -106,20 +112,38 @@ pub fn search_terms(query: &str) -> Vec<String> {
     terms
 }
 
-/// An FTS5 query: every term a quoted prefix, any of them matching.
+/// An FTS5 query: every term a quoted prefix, any of them matching. SQLite's unicode61
+/// tokenizer folds every capital but the Turkish İ, so a word starting with `i` is also looked
+/// for starting with `İ` (`İade`, `İstanbul`); an İ inside an upper-case word is not found.
 fn fts5_query(terms: &[String]) -> String {
-    terms
-        .iter()
-        .map(|t| format!("\"{t}\"*"))
-        .collect::<Vec<_>>()
-        .join(" OR ")
+    let mut parts = Vec::with_capacity(terms.len());
+    for t in terms {
+        let star = if is_prefix(t) { "*" } else { "" };
+        parts.push(format!("\"{t}\"{star}"));
+        if let Some(rest) = t.strip_prefix('i') {
+            parts.push(format!("\"İ{rest}\"{star}"));
+        }
+    }
+    parts.join(" OR ")
+}
+
+/// Words of three characters or more match as prefixes; shorter ones (`a`, `is`, `my`) only
+/// as whole words, or they would match nearly everything.
+fn is_prefix(term: &str) -> bool {
+    term.chars().count() >= MIN_PREFIX_CHARS
 }
 
 /// A tsquery: every term a prefix, any of them matching.
 fn tsquery(terms: &[String]) -> String {
     terms
         .iter()
-        .map(|t| format!("{t}:*"))
+        .map(|t| {
+            if is_prefix(t) {
+                format!("{t}:*")
+            } else {
+                t.clone()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" | ")
 }
@@ -130,8 +154,12 @@ pub fn snippet(body: &str, terms: &[String], max_words: usize) -> String {
     let words: Vec<&str> = body.split_whitespace().collect();
     let matches = |w: &str| {
         let lw = w.to_lowercase();
-        lw.split(|c: char| !c.is_alphanumeric())
-            .any(|part| !part.is_empty() && terms.iter().any(|t| part.starts_with(t.as_str())))
+        lw.split(|c: char| !c.is_alphanumeric()).any(|part| {
+            !part.is_empty()
+                && terms
+                    .iter()
+                    .any(|t| part == t.as_str() || (is_prefix(t) && part.starts_with(t.as_str())))
+        })
     };
     let first = words.iter().position(|w| matches(w)).unwrap_or(0);
     let max_words = max_words.max(1);
@@ -463,13 +491,14 @@ mod tests {
             search_terms(r#"  "Refund" OR card* NEAR(x y) -- ; DROP TABLE'"#),
             ["refund", "or", "card", "near", "x", "y", "drop", "table"]
         );
-        assert_eq!(search_terms("İade kargo kargo"), ["i̇ade", "kargo"]);
+        assert_eq!(search_terms("İade kargo KARGO İADE"), ["iade", "kargo"]);
+        assert_eq!(fts5_query(&search_terms("İade")), "\"iade\"* OR \"İade\"*");
         assert!(search_terms("\"*^:()!&|").is_empty());
         assert_eq!(search_terms(&"a ".repeat(100)).len(), 1);
         let many: String = (0..100).map(|i| format!("w{i} ")).collect();
         assert_eq!(search_terms(&many).len(), MAX_SEARCH_TERMS);
-        assert_eq!(fts5_query(&search_terms("a b")), "\"a\"* OR \"b\"*");
-        assert_eq!(tsquery(&search_terms("a b")), "a:* | b:*");
+        assert_eq!(fts5_query(&search_terms("a card")), "\"a\" OR \"card\"*");
+        assert_eq!(tsquery(&search_terms("a card")), "a | card:*");
     }
 
     #[test]
