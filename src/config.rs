@@ -33,6 +33,9 @@ pub struct DeskConfig {
     pub clock: Clock,
     /// How often the SLA watcher looks for clocks that passed a mark.
     pub sla_watch_interval: Duration,
+    /// A MESSAGE script (`scripts/{id}`) that writes the desk's automatic messages; `None`:
+    /// built-in templates.
+    pub message_script: Option<String>,
 }
 
 impl Default for DeskConfig {
@@ -40,6 +43,7 @@ impl Default for DeskConfig {
         Self {
             clock: Clock::default(),
             sla_watch_interval: Duration::from_secs(5),
+            message_script: None,
         }
     }
 }

@@ -41,6 +41,10 @@ enum Command {
         /// directory.
         #[arg(long, env = "BAKKAL_OUTBOX_FILE")]
         outbox_file: Option<std::path::PathBuf>,
+        /// A MESSAGE script (`scripts/{id}`) that writes the service desk's automatic messages
+        /// (acknowledgements, resolutions, SLA reminders). Default: built-in templates.
+        #[arg(long, env = "BAKKAL_DESK_MESSAGE_SCRIPT")]
+        desk_message_script: Option<String>,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -82,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             db,
             outbox_file,
+            desk_message_script,
         } => {
             let config = Config {
                 listen,
@@ -89,7 +94,10 @@ async fn main() -> anyhow::Result<()> {
                 max_connections: db.max_connections,
                 customer_cache: db.customer_cache,
                 outbox_file,
-                desk: Default::default(),
+                desk: bakkal::config::DeskConfig {
+                    message_script: desk_message_script,
+                    ..Default::default()
+                },
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await

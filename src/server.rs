@@ -144,8 +144,8 @@ pub async fn run(
     )));
     let service_desk = with_codecs!(ServiceDeskServiceServer::new(ServiceDeskApi::new(
         store.clone(),
-        script_host,
-        config.desk.clock.clone()
+        script_host.clone(),
+        &config.desk
     )));
 
     let layers = ServiceBuilder::new()
@@ -164,8 +164,8 @@ pub async fn run(
     // The SLA watcher, stopped the same way.
     let sla_watcher = tokio::spawn(crate::service_desk::watcher::run(
         store.clone(),
-        config.desk.clock.clone(),
-        config.desk.sla_watch_interval,
+        script_host,
+        config.desk.clone(),
         stop_rx,
     ));
 

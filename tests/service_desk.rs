@@ -47,6 +47,10 @@ struct Desk {
 
 impl Desk {
     async fn start(url: &str, clock: &Clock) -> Desk {
+        Self::start_with(url, clock, None).await
+    }
+
+    async fn start_with(url: &str, clock: &Clock, message_script: Option<&str>) -> Desk {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let outbox = tempfile::tempdir().expect("temp dir");
@@ -59,6 +63,7 @@ impl Desk {
             desk: DeskConfig {
                 clock: clock.clone(),
                 sla_watch_interval: Duration::from_millis(50),
+                message_script: message_script.map(str::to_string),
             },
         };
         let (tx, rx) = oneshot::channel::<()>();
@@ -767,6 +772,71 @@ async fn routing_script(backend: Backend) {
     server.stop().await;
 }
 
+/// A configured MESSAGE script writes the desk's messages: it sees the customer and the
+/// ticket in the event; `()` sends nothing.
+async fn message_script_writes_the_acknowledgement(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let clock = Clock::manual(utc(2026, 11, 24, 8, 0));
+    let server = Desk::start_with(&db.url, &clock, Some("scripts/1")).await;
+    let mut c = server.desk();
+    let source = "fn message(c, event) {\n\
+        if event.kind != \"ticket_created\" { return (); }\n\
+        message(\"email\", `Ticket ${event.field(\"number\")}: ${event.field(\"subject\")}`,\n\
+        `Dear ${c.email}, we answer ${event.field(\"promise\")}.`)\n}";
+    let script = ScriptServiceClient::new(server.channel.clone())
+        .create_script(proto::CreateScriptRequest {
+            script: Some(proto::Script {
+                display_name: "desk messages".into(),
+                kind: proto::ScriptKind::Message as i32,
+                source: source.into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create script")
+        .into_inner();
+    assert_eq!(script.name, "scripts/1");
+    policy(&mut c, 4 * 3600, 24 * 3600, None, 0.0).await;
+    let t = c
+        .create_ticket(complaint("deniz@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    c.resolve_ticket(proto::ResolveTicketRequest {
+        name: t.name.clone(),
+        resolution: "Sent a new one.".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let messages = CampaignServiceClient::new(server.channel.clone())
+        .list_messages(proto::ListMessagesRequest {
+            parent: t.customer.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(messages.len(), 1, "the script sends nothing on resolution");
+    let number = t.name.trim_start_matches("tickets/");
+    assert_eq!(
+        messages[0].subject,
+        format!("Ticket {number}: My parcel arrived broken")
+    );
+    assert!(
+        messages[0]
+            .body
+            .starts_with("Dear deniz@example.com, we answer within 4 hours"),
+        "{}",
+        messages[0].body
+    );
+    server.stop().await;
+}
+
 /// Bad input is refused precisely and leaves nothing behind.
 async fn bad_input(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
@@ -943,5 +1013,6 @@ both!(
     unknown_contact_becomes_a_prospect,
     default_routing,
     routing_script,
+    message_script_writes_the_acknowledgement,
     bad_input,
 );

@@ -1,7 +1,17 @@
-//! The built-in messages of desk events: the acknowledgement of a new ticket (its number and
-//! the promised response time), the resolution notice, and SLA reminders to the assignee and
-//! the team. Every message has an idempotency key naming the ticket and the event, so an event
-//! queues its messages once however often it is processed.
+//! The messages of desk events: the acknowledgement of a new ticket (its number and the
+//! promised response time), the resolution notice, and SLA reminders to the assignee and the
+//! team. With a MESSAGE script configured (`--desk-message-script`), the script writes them:
+//! `message(c, event)` sees the customer and, in the event, the ticket (`event.kind` is
+//! `ticket_created`, `ticket_resolved`, `sla_at_risk` or `sla_breached`; fields `ticket`,
+//! `number`, `subject`, `kind`, `priority`, `state`, `topic`, `clock`, `promise`, `due`,
+//! `resolution`) and returns `message(...)` or `()` for none. Without one, built-in templates.
+//! Every message has an idempotency key naming the ticket and the event, so an event queues
+//! its messages once however often it is processed.
+
+use std::sync::Arc;
+
+use bakkal_script::{CompiledScript, Event, ScriptCustomer, ScriptHost, ScriptKind};
+use bakkal_store::{script_revision_name, Notifier, Store};
 
 use bakkal_domain::ticket::{agent_name, team_name};
 use bakkal_domain::time::{Micros, MICROS_PER_SECOND};
@@ -153,4 +163,134 @@ pub fn templates(e: &DeskEvent<'_>) -> Vec<DeskMessage> {
         }
         _ => Vec::new(),
     }
+}
+
+/// The MESSAGE script desk events go through, if one is configured.
+#[derive(Clone)]
+pub struct DeskScript {
+    pub host: Arc<ScriptHost>,
+    pub script: Arc<CompiledScript>,
+}
+
+/// Load and compile the configured MESSAGE script (`scripts/{id}` or `scripts/{id}@{rev}`).
+/// A script that is missing, of another kind or does not compile is logged and the built-in
+/// templates are used.
+pub async fn load_script(
+    store: &Store,
+    host: &Arc<ScriptHost>,
+    reference: Option<&str>,
+) -> Option<DeskScript> {
+    let reference = reference?;
+    let (id, revision) = bakkal_domain::name::parse_script(reference).or_else(|| {
+        tracing::warn!(
+            script = reference,
+            "desk message script is not a script name"
+        );
+        None
+    })?;
+    let s = match store.get_script(id, revision).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(script = reference, error = %e, "desk message script unavailable; built-in templates");
+            return None;
+        }
+    };
+    if s.kind != ScriptKind::Message.as_str() {
+        tracing::warn!(script = reference, kind = %s.kind, "desk message script is not a MESSAGE script");
+        return None;
+    }
+    let key = script_revision_name(s.id, s.revision.revision);
+    let source = s.revision.source;
+    let h = host.clone();
+    let compiled =
+        tokio::task::spawn_blocking(move || h.compile_cached(&key, ScriptKind::Message, &source))
+            .await
+            .ok()?;
+    match compiled {
+        Ok(c) => Some(DeskScript {
+            host: host.clone(),
+            script: Arc::new(c),
+        }),
+        Err(_) => {
+            tracing::warn!(script = reference, "desk message script does not compile");
+            None
+        }
+    }
+}
+
+fn script_event(e: &DeskEvent<'_>) -> Event {
+    let t = e.ticket;
+    let due = if e.clock == "resolution" {
+        t.sla.resolution_due
+    } else {
+        t.sla.first_response_due
+    };
+    let promise = match (t.sla.first_response_target, t.sla.first_response_due) {
+        (Some(target), Some(d)) => format!(
+            "within {} of business time, by {}",
+            business_duration(target),
+            local_time(d, e)
+        ),
+        _ => String::new(),
+    };
+    Event::new(e.kind)
+        .with("ticket", t.name())
+        .with("number", t.id)
+        .with("subject", t.subject.clone())
+        .with("kind", t.kind.clone())
+        .with("priority", t.priority.clone())
+        .with("state", t.state.clone())
+        .with("topic", t.topic.clone())
+        .with("clock", e.clock.to_string())
+        .with("promise", promise)
+        .with("due", due.map(|d| local_time(d, e)).unwrap_or_default())
+        .with("resolution", t.resolution.clone())
+}
+
+/// The messages of an event: the script's when one is configured, else the templates'.
+pub fn render(e: &DeskEvent<'_>, script: Option<&DeskScript>) -> Vec<DeskMessage> {
+    let Some(ds) = script else {
+        return templates(e);
+    };
+    let event = script_event(e);
+    let customer = ScriptCustomer::new(e.customer.clone(), Vec::new());
+    let now = e.ticket.update_time;
+    let eval = || {
+        ds.host
+            .eval_message(&ds.script, &customer, &event, now)
+            .into_result()
+    };
+    // The script runs inside the event's transaction; on the multi-threaded runtime the
+    // worker hands its other tasks over while it does.
+    let outcome = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(eval)
+        }
+        _ => eval(),
+    };
+    let message = match outcome {
+        Ok(Some(m)) => m,
+        Ok(None) => return Vec::new(),
+        Err(err) => {
+            tracing::warn!(event = e.kind, ticket = %e.ticket.name(), error = %err, "desk message script failed; built-in template");
+            return templates(e);
+        }
+    };
+    // the addressees and keys are those of the templates; the script writes the words
+    templates(e)
+        .into_iter()
+        .map(|mut m| {
+            if m.recipient.is_empty() {
+                m.channel = message.channel.clone();
+            }
+            m.subject = message.subject.clone();
+            m.body = message.body.clone();
+            m
+        })
+        .collect()
+}
+
+/// The notifier the store calls inside an event's transaction.
+pub fn notifier(script: Option<DeskScript>) -> Box<Notifier> {
+    Box::new(move |e: &DeskEvent<'_>| render(e, script.as_ref()))
 }

@@ -21,7 +21,7 @@ use bakkal_store::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::config::Clock;
+use crate::config::{Clock, DeskConfig};
 use crate::page_token;
 use crate::proto;
 use crate::proto::service_desk_service_server::ServiceDeskService;
@@ -32,11 +32,25 @@ pub struct ServiceDeskApi {
     store: Store,
     host: Arc<ScriptHost>,
     clock: Clock,
+    /// The MESSAGE script desk events go through (`scripts/{id}`), if any.
+    message_script: Option<String>,
 }
 
 impl ServiceDeskApi {
-    pub fn new(store: Store, host: Arc<ScriptHost>, clock: Clock) -> Self {
-        Self { store, host, clock }
+    pub fn new(store: Store, host: Arc<ScriptHost>, desk: &DeskConfig) -> Self {
+        Self {
+            store,
+            host,
+            clock: desk.clock.clone(),
+            message_script: desk.message_script.clone(),
+        }
+    }
+
+    /// What writes the messages of the events a call causes.
+    async fn notifier(&self) -> Box<bakkal_store::Notifier> {
+        let script =
+            messages::load_script(&self.store, &self.host, self.message_script.as_deref()).await;
+        messages::notifier(script)
     }
 }
 
@@ -195,7 +209,7 @@ impl ServiceDeskService for ServiceDeskApi {
         routing::route(&self.store, &self.host, &mut new, self.clock.now()).await?;
         let created = self
             .store
-            .create_ticket(&new, self.clock.now(), &messages::templates)
+            .create_ticket(&new, self.clock.now(), &*self.notifier().await)
             .await
             .map_err(from_store)?;
         Ok(Response::new(ticket_to_proto(&created)))
@@ -322,7 +336,7 @@ impl ServiceDeskService for ServiceDeskApi {
                 &c,
                 Some(t.etag.as_str()),
                 self.clock.now(),
-                &messages::templates,
+                &*self.notifier().await,
             )
             .await
             .map_err(from_store)?;
@@ -392,7 +406,7 @@ impl ServiceDeskService for ServiceDeskApi {
                 &resolution,
                 article,
                 self.clock.now(),
-                &messages::templates,
+                &*self.notifier().await,
             )
             .await
             .map_err(from_store)?;

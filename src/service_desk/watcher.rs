@@ -6,21 +6,22 @@
 
 use std::time::Duration;
 
-use bakkal_store::Store;
+use std::sync::Arc;
+
+use bakkal_script::ScriptHost;
+use bakkal_store::{Notifier, Store};
 use tokio::sync::watch;
 
-use crate::config::Clock;
+use crate::config::{Clock, DeskConfig};
 
 /// Tickets claimed per transaction.
 pub const BATCH: usize = 500;
 
 /// One pass: batches until nothing due is left. Returns the events recorded.
-pub async fn tick(store: &Store, clock: &Clock) -> bakkal_store::Result<usize> {
+pub async fn tick(store: &Store, clock: &Clock, notify: &Notifier) -> bakkal_store::Result<usize> {
     let mut events = 0;
     loop {
-        let (claimed, fired) = store
-            .sla_tick(clock.now(), BATCH, &super::messages::templates)
-            .await?;
+        let (claimed, fired) = store.sla_tick(clock.now(), BATCH, notify).await?;
         events += fired;
         if claimed < BATCH {
             return Ok(events);
@@ -29,9 +30,18 @@ pub async fn tick(store: &Store, clock: &Clock) -> bakkal_store::Result<usize> {
 }
 
 /// Run until `stop` turns true.
-pub async fn run(store: Store, clock: Clock, every: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    store: Store,
+    host: Arc<ScriptHost>,
+    desk: DeskConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every: Duration = desk.sla_watch_interval;
     loop {
-        match tick(&store, &clock).await {
+        let script =
+            super::messages::load_script(&store, &host, desk.message_script.as_deref()).await;
+        let notify = super::messages::notifier(script);
+        match tick(&store, &desk.clock, &*notify).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(events = n, "SLA watcher recorded events"),
             Err(e) => tracing::warn!(error = %e, "SLA watcher pass failed; retrying"),

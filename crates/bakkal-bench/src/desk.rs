@@ -40,6 +40,7 @@ async fn serve(url: &str, clock: Clock) -> anyhow::Result<Channel> {
             clock,
             // the watcher is timed separately (sla-scan); keep it out of the way here
             sla_watch_interval: Duration::from_secs(3600),
+            message_script: None,
         },
     };
     tokio::spawn(async move {
@@ -331,7 +332,12 @@ pub async fn sla_scan(tickets: usize, rounds: usize) -> anyhow::Result<()> {
     let mut idle_bare = Vec::new();
     for _ in 0..rounds {
         let t = Instant::now();
-        let n = bakkal::service_desk::watcher::tick(&store, &clock).await?;
+        let n = bakkal::service_desk::watcher::tick(
+            &store,
+            &clock,
+            &bakkal::service_desk::messages::templates,
+        )
+        .await?;
         idle.push(t.elapsed());
         anyhow::ensure!(n == 0, "nothing should be due yet");
         let t = Instant::now();
@@ -371,7 +377,12 @@ pub async fn sla_scan(tickets: usize, rounds: usize) -> anyhow::Result<()> {
         busy_bare.push(t.elapsed());
         clock.set(until);
         let t = Instant::now();
-        events += bakkal::service_desk::watcher::tick(&store, &clock).await?;
+        events += bakkal::service_desk::watcher::tick(
+            &store,
+            &clock,
+            &bakkal::service_desk::messages::templates,
+        )
+        .await?;
         busy.push(t.elapsed());
         let _ = rows;
     }

@@ -1425,7 +1425,8 @@ impl Store {
     }
 
     /// Resolve: the clocks stop, the resolution (and the article used) is kept, the customer
-    /// is told. `article` is checked by `check_article` inside the transaction.
+    /// is told. An `article` of the solution pool is checked and its use counted in the same
+    /// transaction.
     pub async fn resolve_ticket(
         &self,
         id: i64,
@@ -1439,7 +1440,7 @@ impl Store {
         let hours = hours_of(&mut tx, &t).await?;
         change_state(&mut t, "RESOLVED", &hours, now)?;
         if let Some(a) = article_id {
-            use_article(&mut tx, a, t.id, now).await?;
+            crate::articles::use_article(&mut tx, a).await?;
         }
         t.resolution = resolution.to_string();
         t.resolution_article_id = article_id;
@@ -1647,15 +1648,4 @@ fn change_state(t: &mut Ticket, to: &str, hours: &BusinessHours, now: Micros) ->
     }
     t.state = to.to_string();
     Ok(())
-}
-
-/// Count an article of the solution pool as used by a ticket, inside the ticket's transaction.
-/// NOT_FOUND when there is no such article. (The solution pool provides the real check.)
-async fn use_article(
-    conn: &mut AnyConnection,
-    article_id: i64,
-    _ticket_id: i64,
-    _now: Micros,
-) -> Result<()> {
-    crate::articles::use_article(conn, article_id).await
 }
