@@ -61,6 +61,7 @@ impl Desk {
             desk: DeskConfig {
                 clock: clock.clone(),
                 sla_watch_interval: Duration::from_millis(50),
+                ..Default::default()
             },
         };
         let (tx, rx) = oneshot::channel::<()>();
