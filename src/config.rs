@@ -17,4 +17,6 @@ pub struct Config {
     /// The outbox file sink; `None`: `bakkal-outbox.jsonl` next to a SQLite database, else in
     /// the working directory.
     pub outbox_file: Option<std::path::PathBuf>,
+    /// How often the campaign scheduler looks for work (`scheduler.rs`).
+    pub scheduler_tick: std::time::Duration,
 }

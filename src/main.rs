@@ -41,6 +41,10 @@ enum Command {
         /// directory.
         #[arg(long, env = "BAKKAL_OUTBOX_FILE")]
         outbox_file: Option<std::path::PathBuf>,
+        /// How often the campaign scheduler looks for due runs, events and stopped runs
+        /// (milliseconds); a stopped server's run is resumed after 30 ticks.
+        #[arg(long, env = "BAKKAL_SCHEDULER_TICK_MS", default_value_t = 1000)]
+        scheduler_tick_ms: u64,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -82,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             db,
             outbox_file,
+            scheduler_tick_ms,
         } => {
             let config = Config {
                 listen,
@@ -89,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
                 max_connections: db.max_connections,
                 customer_cache: db.customer_cache,
                 outbox_file,
+                scheduler_tick: std::time::Duration::from_millis(scheduler_tick_ms.max(10)),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -110,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
                 max_connections: 1,
                 customer_cache: 0,
                 outbox_file: None,
+                scheduler_tick: std::time::Duration::from_secs(1),
             };
             let store = server::open_store(&config).await?;
             store.close().await;
