@@ -813,7 +813,7 @@ impl CampaignService for CampaignApi {
                 if kind == "birthday" || kind == "inactive" {
                     // the daily scan runs again at the next tick for the new campaign
                     self.store
-                        .reset_lease_done(crate::scheduler::SCAN)
+                        .request_lease_work(crate::scheduler::SCAN)
                         .await
                         .map_err(from_store)?;
                 }

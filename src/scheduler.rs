@@ -122,7 +122,7 @@ impl Scheduler {
     async fn lease_free(&self, name: &str, now: Micros) -> Result<bool, EngineError> {
         Ok(match self.store.lease_state(name).await? {
             None => true,
-            Some((owner, until, _)) => owner == self.owner || until < now,
+            Some(l) => l.owner == self.owner || l.until < now,
         })
     }
 
@@ -137,18 +137,24 @@ impl Scheduler {
     /// The daily scan, when it has not run this UTC day.
     async fn scan(&self) -> Result<(), EngineError> {
         let now = (self.now)();
-        let done = match self.store.lease_state(SCAN).await? {
-            Some((owner, until, _)) if owner != self.owner && until >= now => return Ok(()),
-            Some((_, _, done)) => done,
-            None => 0,
+        let (done, requested, done_seq) = match self.store.lease_state(SCAN).await? {
+            Some(l) if l.owner != self.owner && l.until >= now => return Ok(()),
+            Some(l) => (l.done_time, l.requested, l.done_seq),
+            None => (0, 0, 0),
         };
-        if done > 0 && done.div_euclid(MICROS_PER_DAY) == now.div_euclid(MICROS_PER_DAY) {
+        let today = done > 0 && done.div_euclid(MICROS_PER_DAY) == now.div_euclid(MICROS_PER_DAY);
+        if today && done_seq >= requested {
             return Ok(());
         }
         let lease = self.lease(SCAN.to_string());
         if !self.store.claim_lease(&lease, now).await? {
             return Ok(());
         }
+        // what was asked before this point is covered: the campaigns are read after it
+        let requested = match self.store.lease_state(SCAN).await? {
+            Some(l) => l.requested,
+            None => requested,
+        };
         let mut days: Vec<i64> = self
             .store
             .campaigns_by_trigger("RUNNING", "event")
@@ -166,7 +172,7 @@ impl Scheduler {
         days.dedup();
         let written = self.store.scan_events(&days, now).await;
         self.store
-            .release_lease(&lease, written.is_ok().then_some(now))
+            .release_lease(&lease, written.is_ok().then_some((now, requested)))
             .await?;
         let written = written?;
         tracing::info!(events = written, "daily scan done");
@@ -216,7 +222,7 @@ impl Scheduler {
                     Err(e) => tracing::warn!(campaign = %c.name(), error = %e, "cannot start run"),
                 }
             }
-            self.store.release_lease(&lease, Some(now)).await?;
+            self.store.release_lease(&lease, None).await?;
         }
         Ok(())
     }

@@ -35,5 +35,9 @@ CREATE TABLE scheduler_leases (
     owner       TEXT    NOT NULL,
     until_time  BIGINT NOT NULL,
     -- when the work last finished (the scan: once a day)
-    done_time   BIGINT NOT NULL DEFAULT 0
+    done_time   BIGINT NOT NULL DEFAULT 0,
+    -- asks to do the work again (bumped), and the value of `requested` the last finished
+    -- work had seen when it began
+    requested   BIGINT NOT NULL DEFAULT 0,
+    done_seq    BIGINT NOT NULL DEFAULT 0
 );

@@ -529,7 +529,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let mut c = set_state_in(&mut tx, campaign_id, from, "RUNNING", now).await?;
         let mut last_event_id = 0;
-        if let Trigger::Event { .. } = c.fields.trigger {
+        if let Trigger::Event { kind, .. } = &c.fields.trigger {
             sqlx::query(
                 "UPDATE campaign_runs SET state = 'PAUSED', end_time = $1 \
                  WHERE campaign_id = $2 AND state = 'RUNNING'",
@@ -538,9 +538,18 @@ impl Store {
             .bind(campaign_id)
             .execute(&mut *tx)
             .await?;
-            let (max,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM events")
-                .fetch_one(&mut *tx)
-                .await?;
+            // The daily scan's events (birthday, inactive) may have been written earlier
+            // today, before this campaign started: it sees today's.
+            let since = if kind == "birthday" || kind == "inactive" {
+                now - now.rem_euclid(86_400_000_000)
+            } else {
+                i64::MAX
+            };
+            let (max,): (Option<i64>,) =
+                sqlx::query_as("SELECT MAX(id) FROM events WHERE create_time < $1")
+                    .bind(since)
+                    .fetch_one(&mut *tx)
+                    .await?;
             last_event_id = max.unwrap_or(0);
         }
         if occurrence > 0 {

@@ -47,7 +47,7 @@ pub use segments::{
     NewSegment, PredicateClause, PredicateColumn, PredicateValue, PyramidCell, ScoreInput,
     ScoreRow, Segment, StoredValueModel, SEGMENT_FILTER_FIELDS,
 };
-pub use triggers::{Lease, ReportFigures, StoredEvent};
+pub use triggers::{Lease, LeaseState, ReportFigures, StoredEvent};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

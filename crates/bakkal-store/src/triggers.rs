@@ -22,6 +22,19 @@ pub struct Lease {
     pub ttl: Micros,
 }
 
+/// Who holds a lease until when, and what its work did last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseState {
+    pub owner: String,
+    pub until: Micros,
+    /// When its work last finished (0: never).
+    pub done_time: Micros,
+    /// Bumped by each request to do the work again.
+    pub requested: i64,
+    /// `requested` as the last finished work saw it when it began.
+    pub done_seq: i64,
+}
+
 /// A stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -150,39 +163,56 @@ impl Store {
         Ok(got.is_some())
     }
 
-    /// Give a lease up; `done` records that its work finished at that time.
-    pub async fn release_lease(&self, lease: &Lease, done: Option<Micros>) -> Result<()> {
+    /// Give a lease up; `done` (a time and the `requested` value seen when the work began)
+    /// records that its work finished.
+    pub async fn release_lease(&self, lease: &Lease, done: Option<(Micros, i64)>) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE scheduler_leases SET until_time = 0, \
-             done_time = COALESCE($3, done_time) WHERE name = $1 AND owner = $2",
+             done_time = COALESCE($3, done_time), done_seq = COALESCE($4, done_seq) \
+             WHERE name = $1 AND owner = $2",
         )
         .bind(lease.name.clone())
         .bind(lease.owner.clone())
-        .bind(done)
+        .bind(done.map(|d| d.0))
+        .bind(done.map(|d| d.1))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Who holds lease `name` until when, and when its work last finished (read only).
-    pub async fn lease_state(&self, name: &str) -> Result<Option<(String, Micros, Micros)>> {
-        Ok(sqlx::query_as(
-            "SELECT owner, until_time, done_time FROM scheduler_leases WHERE name = $1",
+    /// The state of lease `name` (a read).
+    pub async fn lease_state(&self, name: &str) -> Result<Option<LeaseState>> {
+        let row: Option<(String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT owner, until_time, done_time, requested, done_seq FROM scheduler_leases \
+             WHERE name = $1",
         )
         .bind(name.to_string())
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        Ok(row.map(
+            |(owner, until, done_time, requested, done_seq)| LeaseState {
+                owner,
+                until,
+                done_time,
+                requested,
+                done_seq,
+            },
+        ))
     }
 
-    /// Forget when the work of lease `name` last finished, so that it is done again soon.
-    pub async fn reset_lease_done(&self, name: &str) -> Result<()> {
+    /// Ask for the work of lease `name` to be done again soon (whoever holds it).
+    pub async fn request_lease_work(&self, name: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("UPDATE scheduler_leases SET done_time = 0 WHERE name = $1")
-            .bind(name.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO scheduler_leases (name, owner, until_time, requested) \
+             VALUES ($1, '', 0, 1) ON CONFLICT (name) DO UPDATE \
+             SET requested = scheduler_leases.requested + 1",
+        )
+        .bind(name.to_string())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
