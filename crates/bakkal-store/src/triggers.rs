@@ -78,8 +78,14 @@ pub(crate) async fn order_placed_event(
     if !changed || order.status != OrderStatus::Paid {
         return Ok(());
     }
+    let mut categories: Vec<&str> = order.lines.iter().map(|l| l.category.as_str()).collect();
+    categories.sort_unstable();
+    categories.dedup();
+    let skus: Vec<&str> = order.lines.iter().map(|l| l.sku.as_str()).collect();
     let payload = serde_json::json!({
         "order": order_name(order.customer_id, &order.order_id),
+        "categories": categories,
+        "skus": skus,
         "order_id": order.order_id,
         "total": order.total() as f64 / 1_000_000.0,
         "currency": order.currency,
