@@ -44,7 +44,7 @@ fn free_addr() -> SocketAddr {
 /// Start `bakkal serve` on `url` and wait until it answers.
 async fn start(url: &str, dir: &std::path::Path) -> Process {
     let addr = free_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_bakkal"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bakkal"))
         .args([
             "serve",
             "--listen",
@@ -77,6 +77,8 @@ async fn start(url: &str, dir: &std::path::Path) -> Process {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("bakkal at {addr} did not come up");
 }
 
