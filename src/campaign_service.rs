@@ -635,11 +635,22 @@ impl CampaignService for CampaignApi {
         request: Request<proto::ResumeCampaignRequest>,
     ) -> Result<Response<proto::Campaign>, Status> {
         let id = campaign_ref(&request.get_ref().name, "name")?;
-        let c = self
-            .store
-            .set_campaign_state(id, &["PAUSED"], "SCHEDULED", now_micros())
-            .await
-            .map_err(from_store)?;
+        let campaign = self.store.get_campaign(id).await.map_err(from_store)?;
+        let c = if let Trigger::Event { .. } = campaign.fields.trigger {
+            // an event campaign listens again, from now on
+            let (c, _) = self
+                .store
+                .start_campaign_run(id, &["PAUSED"], 0, now_micros())
+                .await
+                .map_err(from_store)?;
+            self.wake.notify_one();
+            c
+        } else {
+            self.store
+                .set_campaign_state(id, &["PAUSED"], "SCHEDULED", now_micros())
+                .await
+                .map_err(from_store)?
+        };
         Ok(Response::new(campaign_to_proto(&c)))
     }
 
@@ -790,7 +801,7 @@ impl CampaignService for CampaignApi {
         let id = campaign_ref(&request.get_ref().name, "name")?;
         let campaign = self.store.get_campaign(id).await.map_err(from_store)?;
         self.message_script(&campaign.fields.message_script).await?;
-        let from = ["DRAFT", "PAUSED", "COMPLETED", "FAILED"];
+        let from = ["DRAFT", "SCHEDULED", "PAUSED", "COMPLETED", "FAILED"];
         let now = now_micros();
         let c = match &campaign.fields.trigger {
             Trigger::Once => {

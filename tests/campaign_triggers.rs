@@ -422,6 +422,19 @@ async fn event_campaigns_decide_each_new_event(server: &TestServer) {
     record_order(server, vip, "A2", now_secs(), 5.0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(messages(server, &on_order.name).await.len(), 1);
+    // resumed: it listens again, from now on (A2 stays unanswered)
+    let resumed = campaigns(server)
+        .resume_campaign(proto::ResumeCampaignRequest {
+            name: on_order.name.clone(),
+        })
+        .await
+        .expect("resume")
+        .into_inner();
+    assert_eq!(resumed.state, CampaignState::Running as i32);
+    record_order(server, vip, "A3", now_secs(), 5.0).await;
+    let got = wait_messages(server, &on_order.name, 2).await;
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["order A1", "order A3"]);
 
     // segment entered: only entering the campaign's own audience
     let entered_script = message_script(server, "event.field(\"segment\")").await;
