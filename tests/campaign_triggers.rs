@@ -651,7 +651,45 @@ async fn report(server: &TestServer, name: &str, days: i32) -> proto::CampaignRe
         .into_inner()
 }
 
+/// Two servers' schedulers on one database: a lease is held by one owner at a time, renewed
+/// by its holder, taken over when it runs out, and free again once released.
+async fn leases_let_one_server_work_at_a_time(server: &TestServer) {
+    let store = bakkal_store::Store::connect(&bakkal_store::StoreOptions::new(&server.db_url))
+        .await
+        .expect("store");
+    let lease = |owner: &str| bakkal_store::Lease {
+        name: "runs/42".into(),
+        owner: owner.into(),
+        ttl: 1_000,
+    };
+    let t = 1_000_000;
+    assert!(store.claim_lease(&lease("a"), t).await.unwrap());
+    assert!(!store.claim_lease(&lease("b"), t + 500).await.unwrap());
+    assert!(
+        store.claim_lease(&lease("a"), t + 900).await.unwrap(),
+        "renewed"
+    );
+    assert!(!store.claim_lease(&lease("b"), t + 1_800).await.unwrap());
+    assert!(
+        store.claim_lease(&lease("b"), t + 2_000).await.unwrap(),
+        "ran out"
+    );
+    assert!(!store.claim_lease(&lease("a"), t + 2_100).await.unwrap());
+    store.release_lease(&lease("a"), None).await.unwrap();
+    assert!(
+        !store.claim_lease(&lease("a"), t + 2_200).await.unwrap(),
+        "not a's to free"
+    );
+    store.release_lease(&lease("b"), None).await.unwrap();
+    assert!(
+        store.claim_lease(&lease("a"), t + 2_300).await.unwrap(),
+        "released"
+    );
+    store.close().await;
+}
+
 on_both_backends!(
+    leases_let_one_server_work_at_a_time,
     at_time_and_recurring_campaigns_run_when_due,
     event_campaigns_decide_each_new_event,
     birthday_and_inactive_events_come_from_the_daily_scan,
