@@ -688,7 +688,79 @@ async fn leases_let_one_server_work_at_a_time(server: &TestServer) {
     store.close().await;
 }
 
+async fn tier_changes_trigger_their_campaign(server: &TestServer) {
+    let mut people = Vec::new();
+    for i in 0..20 {
+        let id = customer(server, i, true, &[], "").await;
+        record_order(
+            server,
+            id,
+            &format!("o{i}"),
+            now_secs() - DAY,
+            (i + 1) as f64 * 10.0,
+        )
+        .await;
+        people.push(id);
+    }
+    let mut seg = SegmentServiceClient::new(server.channel.clone());
+    seg.set_value_model(proto::SetValueModelRequest {
+        value_model: Some(proto::ValueModel {
+            weights: std::collections::HashMap::from([("monetary".to_string(), 1.0)]),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("set model");
+    seg.compute_scores(proto::ComputeScoresRequest {})
+        .await
+        .expect("first scores");
+    let audience = segment(server, "fn matches(c) { true }").await;
+    let script = message_script(
+        server,
+        "`${event.field(\"from\")} -> ${event.field(\"to\")}`",
+    )
+    .await;
+    let c = create(
+        server,
+        &audience,
+        &script,
+        0,
+        Some(Kind::OnEvent(OnEvent {
+            kind: CampaignEventKind::TierChanged as i32,
+            inactive_days: 0,
+        })),
+    )
+    .await;
+    schedule(server, &c.name).await;
+    // the smallest spender becomes the biggest: everyone whose tier moves gets one message
+    record_order(server, people[0], "big", now_secs() - DAY, 5000.0).await;
+    let out = seg
+        .compute_scores(proto::ComputeScoresRequest {})
+        .await
+        .expect("scores again")
+        .into_inner();
+    assert!(out.changed_count >= 1);
+    let got = wait_messages(server, &c.name, out.changed_count as usize).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        messages(server, &c.name).await.len(),
+        out.changed_count as usize
+    );
+    let top = got
+        .iter()
+        .find(|m| m.customer == format!("customers/{}", people[0]))
+        .expect("the new top customer's message");
+    assert_eq!(top.subject, "tier_changed");
+    // the bottom tier to a higher one (which depends on the model's percentiles)
+    assert!(
+        top.body.starts_with("Standard -> ") && !top.body.ends_with("Standard"),
+        "{}",
+        top.body
+    );
+}
+
 on_both_backends!(
+    tier_changes_trigger_their_campaign,
     leases_let_one_server_work_at_a_time,
     at_time_and_recurring_campaigns_run_when_due,
     event_campaigns_decide_each_new_event,
