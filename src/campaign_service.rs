@@ -1,7 +1,7 @@
-//! `bakkal.v1.CampaignService`: campaigns over segments, their runs and the message outbox,
-//! over `bakkal-engine`'s campaign runs. A launch starts a background task that works through
-//! the audience batch by batch; the outbox's idempotency keys make a relaunch queue only what
-//! earlier runs did not.
+//! `bakkal.v1.CampaignService`: campaigns over segments, their triggers, runs and report, and
+//! the message outbox, over `bakkal-engine`'s campaign runs. A launch records a RUNNING run
+//! and wakes the scheduler (`scheduler.rs`), which works through the audience batch by batch;
+//! the outbox's idempotency keys make a relaunch queue only what earlier runs did not.
 
 use std::sync::Arc;
 

@@ -370,6 +370,17 @@ async fn event_campaigns_decide_each_new_event(server: &TestServer) {
         })),
     )
     .await;
+    // a dry run hands the script a bare event of the campaign's kind
+    let dry = campaigns(server)
+        .dry_run_campaign(proto::DryRunCampaignRequest {
+            name: on_order.name.clone(),
+            sample_size: 5,
+        })
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert_eq!(dry.messages.len(), 1, "the consenting vip");
+    assert_eq!(dry.messages[0].subject, "order_placed");
     // an order before the campaign runs is not its business
     record_order(server, vip, "early", now_secs(), 10.0).await;
     let running = schedule(server, &on_order.name).await;

@@ -313,7 +313,8 @@ pub async fn run(
         .await?)
 }
 
-/// The messages the campaign would queue for the first members, nothing written. Gives the
+/// The messages the campaign would queue for the first members, nothing written (an event
+/// campaign's members each get a bare event of its kind, with the field `dry_run`). Gives the
 /// would-be messages (at most `sample`), the counters over the members looked at, and the
 /// first script errors.
 pub async fn dry_run(
@@ -343,7 +344,14 @@ pub async fn dry_run(
             Trigger::Recurring { .. } => campaign.last_occurrence + 1,
             _ => 0,
         };
-        let targets = member_targets(campaign, &ids, occurrence);
+        let mut targets = member_targets(campaign, &ids, occurrence);
+        if let Trigger::Event { kind, .. } = &campaign.fields.trigger {
+            // an event campaign's script expects its kind: a bare event of it
+            for t in &mut targets {
+                t.event = Event::new(kind.clone()).with("dry_run", true);
+                t.occasion = "events/0".to_string();
+            }
+        }
         let d = decide(store, host, script, campaign, targets, now).await?;
         add(&mut total, &d.counters);
         out.extend(d.messages);
