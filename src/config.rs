@@ -22,8 +22,26 @@ pub struct Config {
     /// The outbox file sink; `None`: `bakkal-outbox.jsonl` next to a SQLite database, else in
     /// the working directory.
     pub outbox_file: Option<std::path::PathBuf>,
+    /// How often the campaign scheduler looks for work (`scheduler.rs`).
+    pub scheduler_tick: std::time::Duration,
     /// The service desk's clock and SLA watcher.
     pub desk: DeskConfig,
+}
+
+impl Config {
+    /// The defaults of `bakkal serve` for a listen address and a database; callers (tests,
+    /// benchmarks) change what they need with struct update syntax.
+    pub fn new(listen: SocketAddr, database_url: impl Into<String>) -> Config {
+        Config {
+            listen,
+            database_url: database_url.into(),
+            max_connections: 16,
+            customer_cache: 100_000,
+            outbox_file: None,
+            scheduler_tick: Duration::from_secs(1),
+            desk: DeskConfig::default(),
+        }
+    }
 }
 
 /// Settings of the service desk.

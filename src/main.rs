@@ -45,6 +45,10 @@ enum Command {
         /// (acknowledgements, resolutions, SLA reminders). Default: built-in templates.
         #[arg(long, env = "BAKKAL_DESK_MESSAGE_SCRIPT")]
         desk_message_script: Option<String>,
+        /// How often the campaign scheduler looks for due runs, events and stopped runs
+        /// (milliseconds); a stopped server's run is resumed after 30 ticks.
+        #[arg(long, env = "BAKKAL_SCHEDULER_TICK_MS", default_value_t = 1000)]
+        scheduler_tick_ms: u64,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -87,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
             db,
             outbox_file,
             desk_message_script,
+            scheduler_tick_ms,
         } => {
             let config = Config {
                 listen,
@@ -98,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
                     message_script: desk_message_script,
                     ..Default::default()
                 },
+                scheduler_tick: std::time::Duration::from_millis(scheduler_tick_ms.max(10)),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -120,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
                 customer_cache: 0,
                 outbox_file: None,
                 desk: Default::default(),
+                scheduler_tick: std::time::Duration::from_secs(1),
             };
             let store = server::open_store(&config).await?;
             store.close().await;

@@ -138,9 +138,11 @@ pub async fn run(
         store.clone(),
         script_host.clone()
     )));
+    let wake_scheduler = Arc::new(tokio::sync::Notify::new());
     let campaigns = with_codecs!(CampaignServiceServer::new(CampaignApi::new(
         store.clone(),
-        script_host.clone()
+        script_host.clone(),
+        wake_scheduler.clone()
     )));
     let service_desk = with_codecs!(ServiceDeskServiceServer::new(ServiceDeskApi::new(
         store.clone(),
@@ -164,8 +166,19 @@ pub async fn run(
     // The SLA watcher, stopped the same way.
     let sla_watcher = tokio::spawn(crate::service_desk::watcher::run(
         store.clone(),
-        script_host,
+        script_host.clone(),
         config.desk.clone(),
+        stop_rx.clone(),
+    ));
+    // The campaign scheduler (runs, triggers, events), stopped with the dispatcher.
+    let scheduler = tokio::spawn(crate::scheduler::run(
+        store.clone(),
+        script_host,
+        crate::scheduler::SchedulerOptions {
+            tick: config.scheduler_tick,
+            ..Default::default()
+        },
+        wake_scheduler,
         stop_rx,
     ));
 
@@ -191,6 +204,7 @@ pub async fn run(
     let _ = stop_dispatch.send(true);
     let _ = dispatcher.await;
     let _ = sla_watcher.await;
+    let _ = scheduler.await;
     store.close().await;
     tracing::info!("bakkal stopped");
     result.context("server failed")

@@ -55,8 +55,6 @@ impl Desk {
         let addr = listener.local_addr().expect("addr");
         let outbox = tempfile::tempdir().expect("temp dir");
         let config = Config {
-            listen: addr,
-            database_url: url.to_string(),
             max_connections: 8,
             customer_cache: 10_000,
             outbox_file: Some(outbox.path().join("outbox.jsonl")),
@@ -65,6 +63,7 @@ impl Desk {
                 sla_watch_interval: Duration::from_millis(50),
                 message_script: message_script.map(str::to_string),
             },
+            ..Config::new(addr, url.to_string())
         };
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bakkal::server::run(config, listener, async {

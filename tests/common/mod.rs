@@ -118,6 +118,7 @@ impl TestServer {
             customer_cache: 10_000,
             outbox_file: Some(outbox_dir.path().join("outbox.jsonl")),
             desk: Default::default(),
+            scheduler_tick: std::time::Duration::from_millis(50),
         };
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bakkal::server::run(config, listener, async {

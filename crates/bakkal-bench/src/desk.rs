@@ -31,17 +31,13 @@ async fn serve(url: &str, clock: Clock) -> anyhow::Result<Channel> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let config = Config {
-        listen: addr,
-        database_url: url.to_string(),
-        max_connections: 16,
-        customer_cache: 100_000,
-        outbox_file: None,
         desk: DeskConfig {
             clock,
             // the watcher is timed separately (sla-scan); keep it out of the way here
             sla_watch_interval: Duration::from_secs(3600),
             message_script: None,
         },
+        ..Config::new(addr, url)
     };
     tokio::spawn(async move {
         if let Err(e) = bakkal::server::run(config, listener, std::future::pending()).await {

@@ -291,6 +291,56 @@ fn expectations() -> BTreeMap<&'static str, (ScriptKind, Expectation)> {
             assert_eq!(f.route(s, "newcomer", other), Value::Null);
         }),
     );
+    m.insert(
+        "prospecting_welcome.rhai",
+        (Message, |f, s| {
+            let entered = json!({"kind": "segment_entered", "fields": {"segment": "segments/1"}});
+            let m = f.message(s, "prospect", entered.clone());
+            assert_eq!(m["subject"], "Welcome, Can: 10% off your first order");
+            assert!(m["body"].as_str().unwrap().contains("HELLO-2"), "{m}");
+            let m = f.message(s, "prospect", json!({"kind": "campaign"}));
+            assert_eq!(m["channel"], "email");
+            assert_eq!(f.message(s, "big_spender", entered.clone()), Value::Null);
+            assert_eq!(
+                f.message(s, "prospect", json!({"kind": "birthday"})),
+                Value::Null
+            );
+        }),
+    );
+    m.insert(
+        "cross_sell_after_order.rhai",
+        (Message, |f, s| {
+            let coffee = json!({"kind": "order_placed",
+                "fields": {"order_id": "A5", "categories": ["coffee"], "skus": ["C-1"]}});
+            let m = f.message(s, "big_spender", coffee);
+            assert_eq!(m["subject"], "Goes well with your order A5");
+            assert!(m["body"].as_str().unwrap().contains("burr grinder"), "{m}");
+            let tea = json!({"kind": "order_placed",
+                "fields": {"order_id": "N2", "categories": ["tea"], "skus": ["T-1"]}});
+            let m = f.message(s, "newcomer", tea);
+            assert!(m["body"].as_str().unwrap().contains("kettle"), "{m}");
+            let both = json!({"kind": "order_placed",
+                "fields": {"order_id": "A6", "categories": ["coffee", "grinders"]}});
+            assert_eq!(f.message(s, "big_spender", both), Value::Null);
+            let tea = json!({"kind": "order_placed", "fields": {"categories": ["tea"]}});
+            assert_eq!(
+                f.message(s, "lapsed", tea),
+                Value::Null,
+                "no email or push consent"
+            );
+        }),
+    );
+    m.insert(
+        "loyalty_monthly_thanks.rhai",
+        (Message, |f, s| {
+            let third = json!({"kind": "campaign", "fields": {"occurrence": 3}});
+            let m = f.message(s, "big_spender", third.clone());
+            assert_eq!(m["subject"], "Thank you, Ayşe");
+            assert!(m["body"].as_str().unwrap().contains("THANKS-1-3"), "{m}");
+            assert_eq!(f.message(s, "newcomer", third.clone()), Value::Null);
+            assert_eq!(f.message(s, "prospect", third), Value::Null);
+        }),
+    );
     m
 }
 

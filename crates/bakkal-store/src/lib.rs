@@ -20,6 +20,7 @@ mod products;
 mod scripts;
 mod segments;
 mod service_report;
+mod triggers;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -35,8 +36,8 @@ pub use articles::{
     MAX_SEARCH_TERMS,
 };
 pub use campaigns::{
-    campaign_name, campaign_run_name, message_name, Campaign, CampaignFields, CampaignRun,
-    MessageParent, NewMessage, OutboxMessage, RunCounters,
+    campaign_name, campaign_run_name, message_name, BatchPosition, Campaign, CampaignFields,
+    CampaignRun, MessageParent, NewHoldout, NewMessage, OutboxMessage, RunCounters, Trigger,
 };
 pub use customers::{
     CustomerQuery, DuplicateCandidate, CUSTOMER_FILTER_FIELDS, CUSTOMER_SORT_FIELDS,
@@ -61,6 +62,7 @@ pub use segments::{
 pub use service_report::{
     percentile, ReportGroupBy, ServiceFigures, ServiceReport, TopicComplaints,
 };
+pub use triggers::{Lease, LeaseState, ReportFigures, StoredEvent};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
