@@ -9,6 +9,7 @@ pub mod config;
 mod convert;
 mod customer_service;
 mod dispatcher;
+mod offer_service;
 mod page_token;
 mod script_service;
 mod segment_service;

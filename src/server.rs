@@ -20,9 +20,11 @@ use tower::ServiceBuilder;
 use crate::campaign_service::CampaignApi;
 use crate::config::Config;
 use crate::customer_service::CustomerApi;
+use crate::offer_service::OfferApi;
 use crate::proto;
 use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
+use crate::proto::offer_service_server::OfferServiceServer;
 use crate::proto::script_service_server::ScriptServiceServer;
 use crate::proto::segment_service_server::SegmentServiceServer;
 use crate::script_service::ScriptApi;
@@ -64,11 +66,12 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ScriptServiceServer<ScriptApi> as NamedService>::NAME,
     <SegmentServiceServer<SegmentApi> as NamedService>::NAME,
     <CampaignServiceServer<CampaignApi> as NamedService>::NAME,
+    <OfferServiceServer<OfferApi> as NamedService>::NAME,
 ];
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -137,6 +140,10 @@ pub async fn run(
     )));
     let campaigns = with_codecs!(CampaignServiceServer::new(CampaignApi::new(
         store.clone(),
+        script_host.clone()
+    )));
+    let offers = with_codecs!(OfferServiceServer::new(OfferApi::new(
+        store.clone(),
         script_host
     )));
 
@@ -165,6 +172,7 @@ pub async fn run(
         .add_service(scripts)
         .add_service(segments)
         .add_service(campaigns)
+        .add_service(offers)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();

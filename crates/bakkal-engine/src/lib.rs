@@ -14,11 +14,14 @@
 //!
 //! * [`campaign`]: campaign runs over a segment's members: holdout, consent, frequency cap,
 //!   quiet hours, the MESSAGE script, and the outbox written batch by batch, exactly once.
+//! * [`offer`]: real-time offers: merge several OFFER scripts' offers for one customer, drop
+//!   what is not sellable or already bought, rank by score.
 //!
 //! This crate knows nothing of gRPC.
 
 pub mod campaign;
 pub mod model;
+pub mod offer;
 pub mod predicate;
 pub mod score;
 pub mod segment;

@@ -12,6 +12,8 @@ mod customers;
 mod error;
 mod import;
 mod interactions;
+mod loyalty;
+mod offers;
 mod orders;
 mod page;
 mod products;
@@ -37,6 +39,7 @@ pub use customers::{
 pub use error::StoreError;
 pub use import::{ImportCustomerRow, ImportOrderRow, ImportOutcome, Rejection};
 pub use interactions::INTERACTION_FILTER_FIELDS;
+pub use offers::{OfferCampaign, OfferFingerprint};
 pub use page::Cursor;
 pub use scripts::{
     script_name, script_revision_name, NewScript, Script, ScriptChanges, ScriptRevision,

@@ -1,0 +1,1 @@
+//! Loyalty points (filled in below).
