@@ -9,6 +9,8 @@ pub mod config;
 mod convert;
 mod customer_service;
 mod dispatcher;
+mod loyalty_service;
+mod loyalty_sweeper;
 mod offer_service;
 mod page_token;
 mod script_service;

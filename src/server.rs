@@ -20,10 +20,12 @@ use tower::ServiceBuilder;
 use crate::campaign_service::CampaignApi;
 use crate::config::Config;
 use crate::customer_service::CustomerApi;
+use crate::loyalty_service::LoyaltyApi;
 use crate::offer_service::OfferApi;
 use crate::proto;
 use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
+use crate::proto::loyalty_service_server::LoyaltyServiceServer;
 use crate::proto::offer_service_server::OfferServiceServer;
 use crate::proto::script_service_server::ScriptServiceServer;
 use crate::proto::segment_service_server::SegmentServiceServer;
@@ -66,12 +68,13 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 6] = [
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ScriptServiceServer<ScriptApi> as NamedService>::NAME,
     <SegmentServiceServer<SegmentApi> as NamedService>::NAME,
     <CampaignServiceServer<CampaignApi> as NamedService>::NAME,
     <OfferServiceServer<OfferApi> as NamedService>::NAME,
+    <LoyaltyServiceServer<LoyaltyApi> as NamedService>::NAME,
 ];
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -146,6 +149,7 @@ pub async fn run(
         store.clone(),
         script_host
     )));
+    let loyalty = with_codecs!(LoyaltyServiceServer::new(LoyaltyApi::new(store.clone())));
 
     let layers = ServiceBuilder::new()
         .layer(tracing_layer::set_request_id())
@@ -155,7 +159,16 @@ pub async fn run(
     // The outbox dispatcher, stopped before the store closes.
     let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = crate::dispatcher::outbox_path(config.outbox_file.as_ref(), &config.database_url);
-    let dispatcher = tokio::spawn(crate::dispatcher::run(store.clone(), outbox, stop_rx));
+    let dispatcher = tokio::spawn(crate::dispatcher::run(
+        store.clone(),
+        outbox,
+        stop_rx.clone(),
+    ));
+    let sweeper = tokio::spawn(crate::loyalty_sweeper::run(
+        store.clone(),
+        crate::loyalty_sweeper::interval_from_env(),
+        stop_rx,
+    ));
 
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -173,11 +186,13 @@ pub async fn run(
         .add_service(segments)
         .add_service(campaigns)
         .add_service(offers)
+        .add_service(loyalty)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();
     let _ = stop_dispatch.send(true);
     let _ = dispatcher.await;
+    let _ = sweeper.await;
     store.close().await;
     tracing::info!("bakkal stopped");
     result.context("server failed")

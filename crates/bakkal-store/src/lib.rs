@@ -39,6 +39,10 @@ pub use customers::{
 pub use error::StoreError;
 pub use import::{ImportCustomerRow, ImportOrderRow, ImportOutcome, Rejection};
 pub use interactions::INTERACTION_FILTER_FIELDS;
+pub use loyalty::{
+    ExpiryOutcome, LoyaltyAccount, LoyaltyProgram, LoyaltyTier, PointsTransaction, Rounding,
+    Shortfall, StoredProgram, EXPIRING_SOON_DAYS,
+};
 pub use offers::{OfferCampaign, OfferFingerprint};
 pub use page::Cursor;
 pub use scripts::{
