@@ -6,11 +6,13 @@
 //! target/release/bakkal-bench get-customer   # GetCustomer vs a bare tonic server
 //! target/release/bakkal-bench import         # ImportCustomers vs sqlite3 .import
 //! target/release/bakkal-bench segments       # Preview/RefreshSegment, ComputeScores vs SQL
+//! target/release/bakkal-bench get-offers     # GetOffers vs GetCustomer of the same customer
 //! ```
 //! The servers run as separate processes (the release `bakkal` binary next to this one), so
 //! their peak memory is their own.
 
 mod get_customer;
+mod get_offers;
 mod import;
 mod process;
 mod segments;
@@ -61,6 +63,20 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// GetOffers for one customer with N orders and two live offer campaigns, against
+    /// GetCustomer of the same customer on the same server (needs the sqlite3 shell).
+    GetOffers {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 2)]
+        streams: usize,
+        #[arg(long, default_value_t = 100)]
+        orders: usize,
+        #[arg(long, default_value_t = 200)]
+        products: usize,
+    },
     /// The baseline server of `get-customer` (started by it; not for direct use).
     #[command(hide = true)]
     BareServer {
@@ -91,6 +107,19 @@ fn main() -> anyhow::Result<()> {
             cache,
         )),
         Command::Import { rows } => rt.block_on(import::run(rows)),
+        Command::GetOffers {
+            seconds,
+            connections,
+            streams,
+            orders,
+            products,
+        } => rt.block_on(get_offers::run(
+            seconds,
+            connections,
+            streams,
+            orders,
+            products,
+        )),
         Command::Segments { customers, dir } => rt.block_on(segments::run(customers, dir)),
         Command::BareServer {
             listen,
