@@ -353,8 +353,8 @@ impl LoyaltyService for LoyaltyApi {
         };
         let mut program = current.program.clone();
         apply_program(&p, &paths, &mut program).map_err(invalid)?;
-        // the store re-checks the version, so a concurrent update between the read and the
-        // write is ABORTED too (without an etag: last writer wins)
+        // the store re-checks the version read here, so an update that slips in between the
+        // read and the write is ABORTED (rather than silently overwritten)
         let stored = self
             .store
             .update_loyalty_program(

@@ -55,7 +55,9 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    eprintln!("seeding {products} products, 1 customer with {orders} orders, 2 offer campaigns ...");
+    eprintln!(
+        "seeding {products} products, 1 customer with {orders} orders, 2 offer campaigns ..."
+    );
     for i in 0..products {
         let cat = CATEGORIES[i % CATEGORIES.len()];
         customers
@@ -233,7 +235,10 @@ async fn live_campaign(
             "PRAGMA busy_timeout = 10000; UPDATE campaigns SET state = 'PAUSED' WHERE id = {id};"
         ))
         .status()?;
-    anyhow::ensure!(status.success(), "sqlite3 failed (is the sqlite3 shell installed?)");
+    anyhow::ensure!(
+        status.success(),
+        "sqlite3 failed (is the sqlite3 shell installed?)"
+    );
     campaigns
         .resume_campaign(proto::ResumeCampaignRequest {
             name: c.name.clone(),

@@ -616,12 +616,14 @@ impl Store {
         } else {
             format!("{}:{}:{request_id}", kind.to_lowercase(), c.id)
         };
+        let sp = program_in(&mut tx).await?;
+        let program = &sp.program;
+        // Lock first, then look for the request: a concurrent retry waits for the first
+        // attempt and then finds it.
+        let mut acct = lock_account(&mut tx, program, c.id, now).await?;
         if let Some(done) = by_key(&mut tx, &key).await? {
             return Ok(Ok(done));
         }
-        let sp = program_in(&mut tx).await?;
-        let program = &sp.program;
-        let mut acct = lock_account(&mut tx, program, c.id, now).await?;
         let old = acct.tier.clone();
         let signed = if kind == "REDEEM" { -points } else { points };
         let mut expire_time = None;
