@@ -234,6 +234,7 @@ async fn live_campaign(
         .arg(format!(
             "PRAGMA busy_timeout = 10000; UPDATE campaigns SET state = 'PAUSED' WHERE id = {id};"
         ))
+        .stdout(std::process::Stdio::null())
         .status()?;
     anyhow::ensure!(
         status.success(),
