@@ -20,9 +20,13 @@ use tower::ServiceBuilder;
 use crate::campaign_service::CampaignApi;
 use crate::config::Config;
 use crate::customer_service::CustomerApi;
+use crate::loyalty_service::LoyaltyApi;
+use crate::offer_service::OfferApi;
 use crate::proto;
 use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
+use crate::proto::loyalty_service_server::LoyaltyServiceServer;
+use crate::proto::offer_service_server::OfferServiceServer;
 use crate::proto::script_service_server::ScriptServiceServer;
 use crate::proto::segment_service_server::SegmentServiceServer;
 use crate::proto::service_desk_service_server::ServiceDeskServiceServer;
@@ -66,12 +70,14 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 7] = [
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ScriptServiceServer<ScriptApi> as NamedService>::NAME,
     <SegmentServiceServer<SegmentApi> as NamedService>::NAME,
     <CampaignServiceServer<CampaignApi> as NamedService>::NAME,
     <ServiceDeskServiceServer<ServiceDeskApi> as NamedService>::NAME,
+    <OfferServiceServer<OfferApi> as NamedService>::NAME,
+    <LoyaltyServiceServer<LoyaltyApi> as NamedService>::NAME,
 ];
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -149,6 +155,11 @@ pub async fn run(
         script_host.clone(),
         &config.desk
     )));
+    let offers = with_codecs!(OfferServiceServer::new(OfferApi::new(
+        store.clone(),
+        script_host.clone()
+    )));
+    let loyalty = with_codecs!(LoyaltyServiceServer::new(LoyaltyApi::new(store.clone())));
 
     let layers = ServiceBuilder::new()
         .layer(tracing_layer::set_request_id())
@@ -179,6 +190,12 @@ pub async fn run(
             ..Default::default()
         },
         wake_scheduler,
+        stop_rx.clone(),
+    ));
+    // The loyalty points-expiry sweep, stopped the same way.
+    let sweeper = tokio::spawn(crate::loyalty_sweeper::run(
+        store.clone(),
+        crate::loyalty_sweeper::interval_from_env(),
         stop_rx,
     ));
 
@@ -198,6 +215,8 @@ pub async fn run(
         .add_service(segments)
         .add_service(campaigns)
         .add_service(service_desk)
+        .add_service(offers)
+        .add_service(loyalty)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();
@@ -205,6 +224,7 @@ pub async fn run(
     let _ = dispatcher.await;
     let _ = sla_watcher.await;
     let _ = scheduler.await;
+    let _ = sweeper.await;
     store.close().await;
     tracing::info!("bakkal stopped");
     result.context("server failed")

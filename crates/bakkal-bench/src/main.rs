@@ -8,12 +8,14 @@
 //! target/release/bakkal-bench segments       # Preview/RefreshSegment, ComputeScores vs SQL
 //! target/release/bakkal-bench tickets        # CreateTicket vs a plain INSERT of the rows
 //! target/release/bakkal-bench sla-scan       # the SLA watcher's pass vs its indexed SQL
+//! target/release/bakkal-bench get-offers     # GetOffers vs GetCustomer of the same customer
 //! ```
 //! The servers run as separate processes (the release `bakkal` binary next to this one), so
 //! their peak memory is their own.
 
 mod desk;
 mod get_customer;
+mod get_offers;
 mod import;
 mod process;
 mod segments;
@@ -80,6 +82,20 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+    /// GetOffers for one customer with N orders and two live offer campaigns, against
+    /// GetCustomer of the same customer on the same server (needs the sqlite3 shell).
+    GetOffers {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 2)]
+        streams: usize,
+        #[arg(long, default_value_t = 100)]
+        orders: usize,
+        #[arg(long, default_value_t = 200)]
+        products: usize,
+    },
     /// The baseline server of `get-customer` (started by it; not for direct use).
     #[command(hide = true)]
     BareServer {
@@ -110,6 +126,19 @@ fn main() -> anyhow::Result<()> {
             cache,
         )),
         Command::Import { rows } => rt.block_on(import::run(rows)),
+        Command::GetOffers {
+            seconds,
+            connections,
+            streams,
+            orders,
+            products,
+        } => rt.block_on(get_offers::run(
+            seconds,
+            connections,
+            streams,
+            orders,
+            products,
+        )),
         Command::Segments { customers, dir } => rt.block_on(segments::run(customers, dir)),
         Command::Tickets { count, clients } => rt.block_on(desk::tickets(count, clients)),
         Command::SlaScan { tickets, rounds } => rt.block_on(desk::sla_scan(tickets, rounds)),

@@ -16,11 +16,14 @@
 //!   quiet hours, the MESSAGE script, and the outbox written batch by batch, exactly once.
 //! * [`trigger`]: recurring occurrences and event campaigns (each new event of a kind decided
 //!   like a run member, the event handed to the script).
+//! * [`offer`]: real-time offers: merge several OFFER scripts' offers for one customer, drop
+//!   what is not sellable or already bought, rank by score.
 //!
 //! This crate knows nothing of gRPC.
 
 pub mod campaign;
 pub mod model;
+pub mod offer;
 pub mod predicate;
 pub mod score;
 pub mod segment;

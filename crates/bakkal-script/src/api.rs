@@ -475,6 +475,7 @@ pub mod bakkal_api {
             sku: sku.trim().to_string(),
             score,
             reason: reason.to_string(),
+            allow_bought: false,
         })
     }
     /// Make an offer of `sku` with a whole-number score.
@@ -496,6 +497,18 @@ pub mod bakkal_api {
     #[rhai_fn(get = "reason", pure)]
     pub fn offer_reason(o: &mut Offer) -> String {
         o.reason.clone()
+    }
+    /// The same offer, allowed for a customer who already bought the product (a refill):
+    /// `offer("C-1", 5.0, "time to restock").allow_bought()`.
+    #[rhai_fn(name = "allow_bought")]
+    pub fn offer_allow_bought(o: &mut Offer) -> Offer {
+        o.allow_bought = true;
+        o.clone()
+    }
+    /// Whether the offer may go to a customer who already bought the product.
+    #[rhai_fn(get = "allow_bought", pure)]
+    pub fn offer_allows_bought(o: &mut Offer) -> bool {
+        o.allow_bought
     }
 
     /// Make a message on `channel` (`"email"`, `"sms"`, `"push"` or `"phone"`).

@@ -193,6 +193,10 @@ pub struct Offer {
     pub sku: String,
     pub score: f64,
     pub reason: String,
+    /// May be offered to a customer who already bought it (a refill, a consumable);
+    /// `offer(...).allow_bought()`. Otherwise real-time offers drop bought products.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_bought: bool,
 }
 
 /// A message a script wants sent: channel (`email`, `sms`, `push`, `phone`), subject, body.

@@ -172,6 +172,21 @@ fn expectations() -> BTreeMap<&'static str, (ScriptKind, Expectation)> {
         }),
     );
     m.insert(
+        "restock.rhai",
+        (Offer, |f, s| {
+            // Coffee and tea bought 30+ days ago, longest wait first, marked as re-buys.
+            let mut got = f.skus(s, "big_spender");
+            got.sort();
+            assert_eq!(got, ["C-2", "T-1"]);
+            assert_eq!(f.skus(s, "lapsed"), ["T-1", "T-2"]);
+            assert!(f.skus(s, "newcomer").is_empty());
+            assert!(f.skus(s, "prospect").is_empty());
+            let out = f.run(s, "lapsed", None);
+            assert_eq!(out[0]["allow_bought"], json!(true));
+            assert_eq!(out[0]["reason"], json!("Black tea bought 200 days ago"));
+        }),
+    );
+    m.insert(
         "bought_together.rhai",
         (Offer, |f, s| {
             // M-1 goes with both coffees; F-1 and K-1 with one product each.

@@ -14,6 +14,8 @@ mod desk;
 mod error;
 mod import;
 mod interactions;
+mod loyalty;
+mod offers;
 mod orders;
 mod page;
 mod products;
@@ -50,6 +52,11 @@ pub use desk::{
 pub use error::StoreError;
 pub use import::{ImportCustomerRow, ImportOrderRow, ImportOutcome, Rejection};
 pub use interactions::INTERACTION_FILTER_FIELDS;
+pub use loyalty::{
+    ExpiryOutcome, LoyaltyAccount, LoyaltyProgram, LoyaltyTier, PointsTransaction, Rounding,
+    Shortfall, StoredProgram, EXPIRING_SOON_DAYS,
+};
+pub use offers::{OfferCampaign, OfferFingerprint};
 pub use page::Cursor;
 pub use scripts::{
     script_name, script_revision_name, NewScript, Script, ScriptChanges, ScriptRevision,

@@ -110,6 +110,7 @@ impl Store {
         order.customer_id = c.id;
         let (stored, changed) = record_in(&mut tx, order, now).await?;
         crate::triggers::order_placed_event(&mut tx, &stored, changed, now).await?;
+        crate::loyalty::order_recorded(&mut tx, &stored, changed, now).await?;
         tx.commit().await?;
         Ok(stored)
     }
