@@ -13,6 +13,7 @@ mod page_token;
 mod script_service;
 mod segment_service;
 pub mod server;
+mod sinks;
 pub mod status;
 mod tracing_layer;
 

@@ -1,7 +1,7 @@
 //! `bakkal`: the CRM back end. `bakkal serve` runs the gRPC server; `bakkal migrate` applies
 //! database migrations and exits.
 
-use bakkal::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
+use bakkal::config::{Config, DeliveryConfig, SinkKind, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 use bakkal::server;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -27,6 +27,66 @@ struct DatabaseArgs {
     customer_cache: usize,
 }
 
+/// Where each channel's messages go, and how failed deliveries are retried.
+#[derive(clap::Args, Clone)]
+struct DeliveryArgs {
+    /// `CHANNEL=SINK`, repeatable (env: comma-separated). CHANNEL: email, sms, push, phone or
+    /// `*` (every channel not named). SINK: `file` (the default), `webhook:http://host/path`
+    /// (POST JSON with an Idempotency-Key header) or `nats` (JetStream, subject
+    /// `{nats-subject-prefix}.{channel}`).
+    #[arg(long = "sink", env = "BAKKAL_SINKS", value_delimiter = ',',
+          value_parser = bakkal::config::parse_sink_flag)]
+    sinks: Vec<(String, SinkKind)>,
+    /// Attempts before a message that keeps failing is dead-lettered (DEAD).
+    #[arg(long, env = "BAKKAL_DELIVERY_MAX_ATTEMPTS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    delivery_max_attempts: u32,
+    /// Wait before the second attempt (ms); it doubles per attempt, with jitter.
+    #[arg(long, env = "BAKKAL_DELIVERY_BACKOFF_MS", default_value_t = 1000)]
+    delivery_backoff_ms: u64,
+    /// Longest wait between attempts (ms).
+    #[arg(
+        long,
+        env = "BAKKAL_DELIVERY_BACKOFF_MAX_MS",
+        default_value_t = 600_000
+    )]
+    delivery_backoff_max_ms: u64,
+    /// A webhook answer or JetStream ack not in by then is a failed attempt (ms).
+    #[arg(long, env = "BAKKAL_DELIVERY_TIMEOUT_MS", default_value_t = 10_000)]
+    delivery_timeout_ms: u64,
+    /// NATS server for `nats` sinks.
+    #[arg(long, env = "BAKKAL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Subjects are `{prefix}.{channel}`.
+    #[arg(
+        long,
+        env = "BAKKAL_NATS_SUBJECT_PREFIX",
+        default_value = "bakkal.messages"
+    )]
+    nats_subject_prefix: String,
+    /// Create this JetStream stream over `{prefix}.>` when it is missing (otherwise a stream
+    /// must already capture the subjects).
+    #[arg(long, env = "BAKKAL_NATS_STREAM")]
+    nats_stream: Option<String>,
+}
+
+impl DeliveryArgs {
+    fn into_config(self) -> DeliveryConfig {
+        use std::time::Duration;
+        DeliveryConfig {
+            sinks: self.sinks,
+            max_attempts: self.delivery_max_attempts,
+            backoff_base: Duration::from_millis(self.delivery_backoff_ms),
+            backoff_max: Duration::from_millis(self.delivery_backoff_max_ms),
+            send_timeout: Duration::from_millis(self.delivery_timeout_ms),
+            nats_url: self.nats_url,
+            nats_subject_prefix: self.nats_subject_prefix,
+            nats_stream: self.nats_stream,
+            ..DeliveryConfig::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gRPC server (migrates the database first).
@@ -41,6 +101,8 @@ enum Command {
         /// directory.
         #[arg(long, env = "BAKKAL_OUTBOX_FILE")]
         outbox_file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        delivery: DeliveryArgs,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -82,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             db,
             outbox_file,
+            delivery,
         } => {
             let config = Config {
                 listen,
@@ -89,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
                 max_connections: db.max_connections,
                 customer_cache: db.customer_cache,
                 outbox_file,
+                delivery: delivery.into_config(),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -110,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
                 max_connections: 1,
                 customer_cache: 0,
                 outbox_file: None,
+                delivery: DeliveryConfig::default(),
             };
             let store = server::open_store(&config).await?;
             store.close().await;

@@ -148,7 +148,8 @@ pub async fn run(
     // The outbox dispatcher, stopped before the store closes.
     let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = crate::dispatcher::outbox_path(config.outbox_file.as_ref(), &config.database_url);
-    let dispatcher = tokio::spawn(crate::dispatcher::run(store.clone(), outbox, stop_rx));
+    let sinks = crate::dispatcher::Sinks::build(&config.delivery, outbox).await?;
+    let dispatcher = tokio::spawn(crate::dispatcher::run(store.clone(), sinks, stop_rx));
 
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -13,6 +13,7 @@ mod error;
 mod import;
 mod interactions;
 mod orders;
+mod outbox;
 mod page;
 mod products;
 mod scripts;
@@ -29,7 +30,7 @@ use crate::cache::{CustomerCache, Generation};
 
 pub use campaigns::{
     campaign_name, campaign_run_name, message_name, Campaign, CampaignFields, CampaignRun,
-    MessageParent, NewMessage, OutboxMessage, RunCounters,
+    NewMessage, RunCounters,
 };
 pub use customers::{
     CustomerQuery, DuplicateCandidate, CUSTOMER_FILTER_FIELDS, CUSTOMER_SORT_FIELDS,
@@ -37,6 +38,7 @@ pub use customers::{
 pub use error::StoreError;
 pub use import::{ImportCustomerRow, ImportOrderRow, ImportOutcome, Rejection};
 pub use interactions::INTERACTION_FILTER_FIELDS;
+pub use outbox::{DeliveryOutcome, MessageParent, OutboxMessage};
 pub use page::Cursor;
 pub use scripts::{
     script_name, script_revision_name, NewScript, Script, ScriptChanges, ScriptRevision,
