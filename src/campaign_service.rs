@@ -3,8 +3,7 @@
 //! the audience batch by batch; the outbox's idempotency keys make a relaunch queue only what
 //! earlier runs did not.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bakkal_domain::name::{customer_name, parse_id};
 use bakkal_domain::time::now_micros;
@@ -13,14 +12,18 @@ use bakkal_engine::EngineError;
 use bakkal_script::{CompiledScript, ScriptHost, ScriptKind};
 use bakkal_store::{
     campaign_name, campaign_run_name, script_revision_name, Campaign, CampaignFields, CampaignRun,
-    MessageParent, NewMessage, OutboxMessage, RunCounters, Store,
+    MessageParent, NewMessage, OutboxMessage, RunCounters, Store, Trigger,
 };
+use tokio::sync::Notify;
 use tonic::{Code, Request, Response, Status};
 
-use crate::convert::{opt_timestamp, script_ref, timestamp};
+use crate::convert::{micros, opt_timestamp, script_ref, timestamp};
 use crate::page_token;
 use crate::proto::campaign_service_server::CampaignService;
-use crate::proto::{self, CampaignState, CampaignStrategy, MessageChannel, MessageStatus};
+use crate::proto::campaign_trigger::Kind as TriggerKind;
+use crate::proto::{
+    self, CampaignEventKind, CampaignState, CampaignStrategy, MessageChannel, MessageStatus,
+};
 use crate::status::{from_store, invalid, invalid_field, script_diagnostics};
 
 const MAX_DISPLAY_NAME: usize = 200;
@@ -30,17 +33,13 @@ const MAX_SAMPLE: i32 = 1000;
 pub struct CampaignApi {
     store: Store,
     host: Arc<ScriptHost>,
-    /// Campaigns with a run in progress in this server.
-    running: Arc<Mutex<HashSet<i64>>>,
+    /// Wakes the scheduler (`scheduler.rs`), which runs the runs a launch starts.
+    wake: Arc<Notify>,
 }
 
 impl CampaignApi {
-    pub fn new(store: Store, host: Arc<ScriptHost>) -> Self {
-        Self {
-            store,
-            host,
-            running: Arc::new(Mutex::new(HashSet::new())),
-        }
+    pub fn new(store: Store, host: Arc<ScriptHost>, wake: Arc<Notify>) -> Self {
+        Self { store, host, wake }
     }
 
     /// Load and compile a campaign's MESSAGE script (through the host's cache).
@@ -304,6 +303,127 @@ fn check_fields(
             }
         }
     }
+    if has("trigger") {
+        into.trigger = check_trigger(c.trigger.as_ref(), errs);
+    }
+}
+
+fn event_kind_str(k: i32) -> Option<&'static str> {
+    match CampaignEventKind::try_from(k).ok()? {
+        CampaignEventKind::OrderPlaced => Some("order_placed"),
+        CampaignEventKind::Inactive => Some("inactive"),
+        CampaignEventKind::Birthday => Some("birthday"),
+        CampaignEventKind::TierChanged => Some("tier_changed"),
+        CampaignEventKind::SegmentEntered => Some("segment_entered"),
+        CampaignEventKind::Unspecified => None,
+    }
+}
+
+fn event_kind_enum(s: &str) -> CampaignEventKind {
+    match s {
+        "order_placed" => CampaignEventKind::OrderPlaced,
+        "inactive" => CampaignEventKind::Inactive,
+        "birthday" => CampaignEventKind::Birthday,
+        "tier_changed" => CampaignEventKind::TierChanged,
+        "segment_entered" => CampaignEventKind::SegmentEntered,
+        _ => CampaignEventKind::Unspecified,
+    }
+}
+
+/// Check a protobuf trigger (unset: once now), adding every problem to `errs`.
+fn check_trigger(t: Option<&proto::CampaignTrigger>, errs: &mut ValidationError) -> Trigger {
+    let f = "campaign.trigger";
+    let start =
+        |t: Option<&prost_types::Timestamp>, field: &str, errs: &mut ValidationError| match t {
+            None => {
+                errs.add(field, "is required");
+                0
+            }
+            Some(t) => micros(t, field, errs).unwrap_or(0),
+        };
+    match t.and_then(|t| t.kind.as_ref()) {
+        None | Some(TriggerKind::OnceNow(_)) => Trigger::Once,
+        Some(TriggerKind::AtTime(a)) => Trigger::At {
+            time: start(
+                a.start_time.as_ref(),
+                &format!("{f}.at_time.start_time"),
+                errs,
+            ),
+        },
+        Some(TriggerKind::Recurring(r)) => {
+            let p = format!("{f}.recurring");
+            let start = start(r.start_time.as_ref(), &format!("{p}.start_time"), errs);
+            if !(0..=8784).contains(&r.every_hours) {
+                errs.add(format!("{p}.every_hours"), "must be between 0 and 8784");
+            }
+            if !(0..=366).contains(&r.every_days) {
+                errs.add(format!("{p}.every_days"), "must be between 0 and 366");
+            }
+            if r.every_hours <= 0 && r.every_days <= 0 {
+                errs.add(
+                    format!("{p}.every_hours"),
+                    "every_hours or every_days must be set: the period is at least one hour",
+                );
+            }
+            Trigger::Recurring {
+                start,
+                every_hours: r.every_hours as i64,
+                every_days: r.every_days as i64,
+            }
+        }
+        Some(TriggerKind::OnEvent(e)) => {
+            let p = format!("{f}.on_event");
+            let kind = match event_kind_str(e.kind) {
+                Some(k) => k,
+                None => {
+                    errs.add(
+                        format!("{p}.kind"),
+                        "is required: ORDER_PLACED, INACTIVE, BIRTHDAY, TIER_CHANGED or \
+                         SEGMENT_ENTERED",
+                    );
+                    ""
+                }
+            };
+            if kind == "inactive" && !(1..=3650).contains(&e.inactive_days) {
+                errs.add(
+                    format!("{p}.inactive_days"),
+                    "must be between 1 and 3650 for INACTIVE",
+                );
+            } else if kind != "inactive" && e.inactive_days != 0 {
+                errs.add(format!("{p}.inactive_days"), "is for INACTIVE only");
+            }
+            Trigger::Event {
+                kind: kind.to_string(),
+                inactive_days: e.inactive_days as i64,
+            }
+        }
+    }
+}
+
+fn trigger_to_proto(t: &Trigger) -> proto::CampaignTrigger {
+    let kind = match t {
+        Trigger::Once => TriggerKind::OnceNow(proto::campaign_trigger::OnceNow {}),
+        Trigger::At { time } => TriggerKind::AtTime(proto::campaign_trigger::AtTime {
+            start_time: Some(timestamp(*time)),
+        }),
+        Trigger::Recurring {
+            start,
+            every_hours,
+            every_days,
+        } => TriggerKind::Recurring(proto::campaign_trigger::Recurring {
+            start_time: Some(timestamp(*start)),
+            every_hours: *every_hours as i32,
+            every_days: *every_days as i32,
+        }),
+        Trigger::Event {
+            kind,
+            inactive_days,
+        } => TriggerKind::OnEvent(proto::campaign_trigger::OnEvent {
+            kind: event_kind_enum(kind) as i32,
+            inactive_days: *inactive_days as i32,
+        }),
+    };
+    proto::CampaignTrigger { kind: Some(kind) }
 }
 
 const UPDATABLE: &[&str] = &[
@@ -316,6 +436,7 @@ const UPDATABLE: &[&str] = &[
     "holdout_percent",
     "frequency_cap",
     "quiet_hours",
+    "trigger",
 ];
 
 fn campaign_to_proto(c: &Campaign) -> proto::Campaign {
@@ -341,6 +462,11 @@ fn campaign_to_proto(c: &Campaign) -> proto::Campaign {
         create_time: Some(timestamp(c.create_time)),
         update_time: Some(timestamp(c.update_time)),
         etag: c.etag(),
+        trigger: Some(trigger_to_proto(&f.trigger)),
+        next_run_time: (c.state == "SCHEDULED")
+            .then(|| bakkal_engine::trigger::next_start(c))
+            .flatten()
+            .map(timestamp),
     }
 }
 
@@ -365,6 +491,7 @@ fn run_to_proto(r: &CampaignRun) -> proto::CampaignRun {
         counters: Some(counters_to_proto(&r.counters)),
         start_time: Some(timestamp(r.start_time)),
         end_time: opt_timestamp(r.end_time),
+        occurrence: r.occurrence,
     }
 }
 
@@ -524,63 +651,30 @@ impl CampaignService for CampaignApi {
     ) -> Result<Response<proto::CampaignRun>, Status> {
         let id = campaign_ref(&request.get_ref().name, "name")?;
         let campaign = self.store.get_campaign(id).await.map_err(from_store)?;
-        let script = self.message_script(&campaign.fields.message_script).await?;
-        {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            if !running.insert(id) {
-                return Err(Status::failed_precondition(format!(
-                    "{} has a run in progress",
-                    campaign.name()
-                )));
-            }
+        if campaign.fields.trigger != Trigger::Once {
+            return Err(Status::failed_precondition(format!(
+                "{} has a {} trigger; ScheduleCampaign arms it (LaunchCampaign is for once-now \
+                 campaigns)",
+                campaign.name(),
+                campaign.fields.trigger.kind()
+            )));
         }
-        // RUNNING without a run in this server: a run killed with its server; resume it.
-        let started = self
+        // compile now, so that a broken script is refused here rather than failing the run
+        self.message_script(&campaign.fields.message_script).await?;
+        // RUNNING: a run is in progress, here or on another server (the scheduler resumes the
+        // run of a server that stopped).
+        let (_, run) = self
             .store
             .start_campaign_run(
                 id,
-                &["DRAFT", "SCHEDULED", "COMPLETED", "FAILED", "RUNNING"],
+                &["DRAFT", "SCHEDULED", "COMPLETED", "FAILED"],
+                0,
                 now_micros(),
             )
-            .await;
-        let (campaign, run) = match started {
-            Ok(x) => x,
-            Err(e) => {
-                self.running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-                return Err(from_store(e));
-            }
-        };
-        let out = run_to_proto(&run);
-        let store = self.store.clone();
-        let host = self.host.clone();
-        let running = self.running.clone();
-        tokio::spawn(async move {
-            let result =
-                bakkal_engine::campaign::run(&store, &host, &script, &campaign, &run, now_micros)
-                    .await;
-            match result {
-                Ok(r) => tracing::info!(
-                    run = %r.name(),
-                    state = %r.state,
-                    queued = r.counters.queued,
-                    "campaign run ended"
-                ),
-                Err(e) => {
-                    tracing::error!(run = %run.name(), error = %e, "campaign run failed");
-                    let _ = store
-                        .finish_campaign_run(campaign.id, run.id, "FAILED", "FAILED", now_micros())
-                        .await;
-                }
-            }
-            running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&campaign.id);
-        });
-        Ok(Response::new(out))
+            .await
+            .map_err(from_store)?;
+        self.wake.notify_one();
+        Ok(Response::new(run_to_proto(&run)))
     }
 
     async fn get_campaign_run(
@@ -708,6 +802,113 @@ impl CampaignService for CampaignApi {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    // ---- triggers and the report (camp-trigger) ----
+
+    async fn schedule_campaign(
+        &self,
+        request: Request<proto::ScheduleCampaignRequest>,
+    ) -> Result<Response<proto::Campaign>, Status> {
+        let id = campaign_ref(&request.get_ref().name, "name")?;
+        let campaign = self.store.get_campaign(id).await.map_err(from_store)?;
+        self.message_script(&campaign.fields.message_script).await?;
+        let from = ["DRAFT", "PAUSED", "COMPLETED", "FAILED"];
+        let now = now_micros();
+        let c = match &campaign.fields.trigger {
+            Trigger::Once => {
+                return Err(Status::failed_precondition(format!(
+                    "{} runs once now: LaunchCampaign starts it",
+                    campaign.name()
+                )))
+            }
+            Trigger::At { .. } | Trigger::Recurring { .. } => self
+                .store
+                .set_campaign_state(id, &from, "SCHEDULED", now)
+                .await
+                .map_err(from_store)?,
+            Trigger::Event { kind, .. } => {
+                let (c, _) = self
+                    .store
+                    .start_campaign_run(id, &from, 0, now)
+                    .await
+                    .map_err(from_store)?;
+                if kind == "birthday" || kind == "inactive" {
+                    // the daily scan runs again at the next tick for the new campaign
+                    self.store
+                        .reset_lease_done(crate::scheduler::SCAN)
+                        .await
+                        .map_err(from_store)?;
+                }
+                c
+            }
+        };
+        self.wake.notify_one();
+        Ok(Response::new(campaign_to_proto(&c)))
+    }
+
+    async fn get_campaign_report(
+        &self,
+        request: Request<proto::GetCampaignReportRequest>,
+    ) -> Result<Response<proto::CampaignReport>, Status> {
+        let req = request.into_inner();
+        let id = campaign_ref(&req.name, "name")?;
+        let days = match req.attribution_window_days {
+            0 => 7,
+            d @ 1..=365 => d,
+            _ => {
+                return Err(invalid_field(
+                    "attribution_window_days",
+                    "must be between 1 and 365 (or 0 for 7)",
+                ))
+            }
+        };
+        let window = days as i64 * 86_400_000_000;
+        let f = self
+            .store
+            .campaign_report(id, window)
+            .await
+            .map_err(from_store)?;
+        Ok(Response::new(report_to_proto(id, days, &f)))
+    }
+}
+
+fn rate(n: i64, of: i64) -> f64 {
+    if of > 0 {
+        n as f64 / of as f64
+    } else {
+        0.0
+    }
+}
+
+fn report_to_proto(id: i64, days: i32, f: &bakkal_store::ReportFigures) -> proto::CampaignReport {
+    let treatment = rate(f.conversions, f.treated_customers);
+    let holdout = rate(f.holdout_conversions, f.holdout_customers);
+    let (lift, note) = if f.holdout_customers == 0 {
+        (None, "no lift: the holdout is empty".to_string())
+    } else if f.holdout_conversions == 0 {
+        (None, "no lift: no one in the holdout converted".to_string())
+    } else {
+        (Some(treatment / holdout - 1.0), String::new())
+    };
+    proto::CampaignReport {
+        campaign: campaign_name(id),
+        attribution_window_days: days,
+        targeted: f.targeted,
+        held_out: f.held_out,
+        queued: f.queued,
+        delivered: f.delivered,
+        failed: f.failed,
+        treated_customers: f.treated_customers,
+        conversions: f.conversions,
+        revenue: f.revenue as f64 / 1_000_000.0,
+        holdout_customers: f.holdout_customers,
+        holdout_conversions: f.holdout_conversions,
+        holdout_revenue: f.holdout_revenue as f64 / 1_000_000.0,
+        conversion_rate: treatment,
+        holdout_conversion_rate: holdout,
+        lift,
+        note,
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Config {
     pub outbox_file: Option<std::path::PathBuf>,
     /// Channel sinks and retries.
     pub delivery: DeliveryConfig,
+    /// How often the campaign scheduler looks for work (`scheduler.rs`).
+    pub scheduler_tick: std::time::Duration,
 }
 
 /// Where one channel's messages go.

@@ -10,6 +10,7 @@ mod convert;
 mod customer_service;
 mod dispatcher;
 mod page_token;
+pub mod scheduler;
 mod script_service;
 mod segment_service;
 pub mod server;

@@ -103,6 +103,10 @@ enum Command {
         outbox_file: Option<std::path::PathBuf>,
         #[command(flatten)]
         delivery: DeliveryArgs,
+        /// How often the campaign scheduler looks for due runs, events and stopped runs
+        /// (milliseconds); a stopped server's run is resumed after 30 ticks.
+        #[arg(long, env = "BAKKAL_SCHEDULER_TICK_MS", default_value_t = 1000)]
+        scheduler_tick_ms: u64,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -145,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
             db,
             outbox_file,
             delivery,
+            scheduler_tick_ms,
         } => {
             let config = Config {
                 listen,
@@ -153,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
                 customer_cache: db.customer_cache,
                 outbox_file,
                 delivery: delivery.into_config(),
+                scheduler_tick: std::time::Duration::from_millis(scheduler_tick_ms.max(10)),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -175,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
                 customer_cache: 0,
                 outbox_file: None,
                 delivery: DeliveryConfig::default(),
+                scheduler_tick: std::time::Duration::from_secs(1),
             };
             let store = server::open_store(&config).await?;
             store.close().await;

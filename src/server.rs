@@ -135,9 +135,11 @@ pub async fn run(
         store.clone(),
         script_host.clone()
     )));
+    let wake_scheduler = Arc::new(tokio::sync::Notify::new());
     let campaigns = with_codecs!(CampaignServiceServer::new(CampaignApi::new(
         store.clone(),
-        script_host
+        script_host.clone(),
+        wake_scheduler.clone()
     )));
 
     let layers = ServiceBuilder::new()
@@ -149,7 +151,22 @@ pub async fn run(
     let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = crate::dispatcher::outbox_path(config.outbox_file.as_ref(), &config.database_url);
     let sinks = crate::dispatcher::Sinks::build(&config.delivery, outbox).await?;
-    let dispatcher = tokio::spawn(crate::dispatcher::run(store.clone(), sinks, stop_rx));
+    let dispatcher = tokio::spawn(crate::dispatcher::run(
+        store.clone(),
+        sinks,
+        stop_rx.clone(),
+    ));
+    // The campaign scheduler (runs, triggers, events), stopped with the dispatcher.
+    let scheduler = tokio::spawn(crate::scheduler::run(
+        store.clone(),
+        script_host,
+        crate::scheduler::SchedulerOptions {
+            tick: config.scheduler_tick,
+            ..Default::default()
+        },
+        wake_scheduler,
+        stop_rx,
+    ));
 
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -171,6 +188,7 @@ pub async fn run(
     health_watch.abort();
     let _ = stop_dispatch.send(true);
     let _ = dispatcher.await;
+    let _ = scheduler.await;
     store.close().await;
     tracing::info!("bakkal stopped");
     result.context("server failed")

@@ -131,6 +131,7 @@ impl TestServer {
             customer_cache: 10_000,
             outbox_file: Some(outbox_dir.path().join("outbox.jsonl")),
             delivery: Default::default(),
+            scheduler_tick: std::time::Duration::from_millis(50),
         };
         let mut config = config;
         tweak(&mut config);

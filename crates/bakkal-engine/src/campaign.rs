@@ -5,12 +5,16 @@
 //! messages and counters are written in one transaction with idempotency keys, so a relaunch
 //! queues nothing twice and a resumed run finishes the rest.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bakkal_domain::time::Micros;
 use bakkal_domain::{ConsentChannel, Customer};
 use bakkal_script::{CompiledScript, Event, ScriptCustomer, ScriptHost};
-use bakkal_store::{Campaign, CampaignRun, NewMessage, RunCounters, Store};
+use bakkal_store::{
+    BatchPosition, Campaign, CampaignRun, Lease, NewHoldout, NewMessage, RunCounters, Store,
+    Trigger,
+};
 
 use crate::segment::ErrorExample;
 use crate::EngineError;
@@ -21,9 +25,57 @@ pub const BATCH: usize = 500;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
-/// The outbox idempotency key of a "once now" campaign's message to a customer.
-pub fn message_key(campaign_id: i64, customer_id: i64) -> String {
-    format!("campaigns/{campaign_id}:customers/{customer_id}:once")
+/// The outbox idempotency key of a campaign's message to a customer on an occasion: `once`
+/// (a "once now" or "at a time" campaign), `occurrences/{n}` (a recurring campaign's n-th
+/// occurrence) or `events/{id}` (an event campaign).
+pub fn message_key(campaign_id: i64, customer_id: i64, occasion: &str) -> String {
+    format!("campaigns/{campaign_id}:customers/{customer_id}:{occasion}")
+}
+
+/// The occasion of a run's messages: `once`, or `occurrences/{n}` for a recurring campaign.
+pub fn run_occasion(occurrence: i64) -> String {
+    if occurrence > 0 {
+        format!("occurrences/{occurrence}")
+    } else {
+        "once".to_string()
+    }
+}
+
+/// One decision to make: a customer, the occasion (the end of the message key) and the event
+/// the MESSAGE script gets.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub customer_id: i64,
+    pub occasion: String,
+    pub event: Event,
+}
+
+/// The event a run's members get: kind `campaign` with `campaign`, `strategy`, `channel` (and
+/// `occurrence` for a recurring campaign).
+pub fn campaign_event(campaign: &Campaign, occurrence: i64) -> Event {
+    let f = &campaign.fields;
+    let e = Event::new("campaign")
+        .with("campaign", campaign.name())
+        .with("strategy", f.strategy.clone())
+        .with("channel", f.channel.clone());
+    if occurrence > 0 {
+        e.with("occurrence", occurrence)
+    } else {
+        e
+    }
+}
+
+/// The targets of a run's batch of members.
+pub fn member_targets(campaign: &Campaign, ids: &[i64], occurrence: i64) -> Vec<Target> {
+    let event = campaign_event(campaign, occurrence);
+    let occasion = run_occasion(occurrence);
+    ids.iter()
+        .map(|&customer_id| Target {
+            customer_id,
+            occasion: occasion.clone(),
+            event: event.clone(),
+        })
+        .collect()
 }
 
 /// Is the customer in the campaign's holdout? FNV-1a of campaign and customer, so a customer
@@ -69,28 +121,48 @@ pub struct WouldBe {
 pub struct BatchDecision {
     pub counters: RunCounters,
     pub messages: Vec<NewMessage>,
+    pub holdouts: Vec<NewHoldout>,
     pub errors: Vec<ErrorExample>,
 }
 
-/// Decide one batch of members: counters and the messages to queue.
+/// Decide one batch of targets (a run's members, or events): held out, no consent, already
+/// messaged on this occasion, quiet hours, over the frequency cap, else the MESSAGE script
+/// with the target's event. Gives the counters, the messages to queue and the held-out
+/// customers to record.
 pub async fn decide(
     store: &Store,
     host: &Arc<ScriptHost>,
     script: &Arc<CompiledScript>,
     campaign: &Campaign,
-    ids: &[i64],
+    targets: Vec<Target>,
     now: Micros,
 ) -> Result<BatchDecision, EngineError> {
     let f = &campaign.fields;
     let mut counters = RunCounters::default();
-    let customers = store.live_customers(ids).await?;
-    counters.evaluated = customers.len() as i64;
+    let mut ids: Vec<i64> = targets.iter().map(|t| t.customer_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let customers: HashMap<i64, Customer> = store
+        .live_customers(&ids)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect();
     let channel = channel_of(&f.channel);
     let quiet = in_quiet_hours(f.quiet_hours, now);
-    let mut treated: Vec<Customer> = Vec::new();
-    for c in customers {
+    let mut holdouts = Vec::new();
+    let mut treated: Vec<Target> = Vec::new();
+    for t in targets {
+        let Some(c) = customers.get(&t.customer_id) else {
+            continue;
+        };
+        counters.evaluated += 1;
         if in_holdout(campaign.id, c.id, f.holdout_percent) {
             counters.held_out += 1;
+            holdouts.push(NewHoldout {
+                customer_id: c.id,
+                occurrence: t.occasion,
+            });
             continue;
         }
         counters.targeted += 1;
@@ -98,15 +170,13 @@ pub async fn decide(
             counters.suppressed_no_consent += 1;
             continue;
         }
-        treated.push(c);
+        treated.push(t);
     }
-    let keys: Vec<String> = treated
-        .iter()
-        .map(|c| message_key(campaign.id, c.id))
-        .collect();
+    let key = |t: &Target| message_key(campaign.id, t.customer_id, &t.occasion);
+    let keys: Vec<String> = treated.iter().map(key).collect();
     let sent = store.existing_message_keys(&keys).await?;
-    treated.retain(|c| {
-        let already = sent.contains(&message_key(campaign.id, c.id));
+    treated.retain(|t| {
+        let already = sent.contains(&key(t));
         if already {
             counters.suppressed_already_sent += 1;
         }
@@ -117,13 +187,17 @@ pub async fn decide(
         treated.clear();
     }
     if f.cap_max_messages > 0 && !treated.is_empty() {
-        let ids: Vec<i64> = treated.iter().map(|c| c.id).collect();
+        let ids: Vec<i64> = treated.iter().map(|t| t.customer_id).collect();
         let since = now - f.cap_per_days.max(1) * MICROS_PER_DAY;
-        let counts = store.recent_message_counts(&ids, since).await?;
-        treated.retain(|c| {
-            let capped = counts.get(&c.id).copied().unwrap_or(0) >= f.cap_max_messages;
+        // what the store has, plus what this batch takes (a customer with two events)
+        let mut counts = store.recent_message_counts(&ids, since).await?;
+        treated.retain(|t| {
+            let n = counts.entry(t.customer_id).or_insert(0);
+            let capped = *n >= f.cap_max_messages;
             if capped {
                 counters.suppressed_capped += 1;
+            } else {
+                *n += 1;
             }
             !capped
         });
@@ -132,30 +206,31 @@ pub async fn decide(
         return Ok(BatchDecision {
             counters,
             messages: Vec::new(),
+            holdouts,
             errors: Vec::new(),
         });
     }
     let host = host.clone();
     let script = script.clone();
-    let event = Event::new("campaign")
-        .with("campaign", campaign.name())
-        .with("strategy", f.strategy.clone())
-        .with("channel", f.channel.clone());
     let campaign_id = campaign.id;
     let channel_name = f.channel.clone();
+    let work: Vec<(Customer, Target)> = treated
+        .into_iter()
+        .filter_map(|t| Some((customers.get(&t.customer_id)?.clone(), t)))
+        .collect();
     let (messages, errors) = tokio::task::spawn_blocking(move || {
         let mut messages = Vec::new();
         let mut errors = Vec::new();
-        for c in treated {
+        for (c, t) in work {
             let id = c.id;
             let sc = ScriptCustomer::new(c, Vec::new());
-            match host.eval_message(&script, &sc, &event, now).value {
+            match host.eval_message(&script, &sc, &t.event, now).value {
                 Ok(Some(m)) => messages.push(NewMessage {
                     customer_id: id,
                     channel: channel_name.clone(),
                     subject: m.subject,
                     body: m.body,
-                    idempotency_key: message_key(campaign_id, id),
+                    idempotency_key: message_key(campaign_id, id, &t.occasion),
                 }),
                 Ok(None) => {}
                 Err(e) => errors.push(ErrorExample {
@@ -172,22 +247,32 @@ pub async fn decide(
     Ok(BatchDecision {
         counters,
         messages,
+        holdouts,
         errors,
     })
 }
 
 /// Run a campaign's started run to its end: every member after the run's position, batch by
-/// batch. Stops early (run PAUSED) when the campaign is paused meanwhile.
+/// batch. Stops early (run PAUSED) when the campaign is paused meanwhile, and stops without
+/// a word (the run stays RUNNING) when `lease` is given and another server took it over.
+/// A recurring campaign goes back to SCHEDULED at the end, any other to COMPLETED.
 pub async fn run(
     store: &Store,
     host: &Arc<ScriptHost>,
     script: &Arc<CompiledScript>,
     campaign: &Campaign,
     run: &CampaignRun,
+    lease: Option<&Lease>,
     now: impl Fn() -> Micros,
 ) -> Result<CampaignRun, EngineError> {
     let mut after = run.last_customer_id;
+    let mut current = run.clone();
     loop {
+        if let Some(lease) = lease {
+            if !store.claim_lease(lease, now()).await? {
+                return Ok(current);
+            }
+        }
         let state = store.get_campaign(campaign.id).await?.state;
         if state != "RUNNING" {
             return Ok(store
@@ -201,17 +286,30 @@ pub async fn run(
             break;
         };
         let t = now();
-        let d = decide(store, host, script, campaign, &ids, t).await?;
-        store
-            .apply_campaign_batch(campaign.id, run.id, d.counters, &d.messages, last, t)
+        let targets = member_targets(campaign, &ids, run.occurrence);
+        let d = decide(store, host, script, campaign, targets, t).await?;
+        current = store
+            .apply_campaign_batch(
+                campaign.id,
+                run.id,
+                d.counters,
+                &d.messages,
+                &d.holdouts,
+                BatchPosition::Customer(last),
+                t,
+            )
             .await?;
         after = last;
         if ids.len() < BATCH {
             break;
         }
     }
+    let end_state = match campaign.fields.trigger {
+        Trigger::Recurring { .. } => "SCHEDULED",
+        _ => "COMPLETED",
+    };
     Ok(store
-        .finish_campaign_run(campaign.id, run.id, "COMPLETED", "COMPLETED", now())
+        .finish_campaign_run(campaign.id, run.id, "COMPLETED", end_state, now())
         .await?)
 }
 
@@ -241,7 +339,12 @@ pub async fn dry_run(
         let Some(&last) = ids.last() else {
             break;
         };
-        let d = decide(store, host, script, campaign, &ids, now).await?;
+        let occurrence = match campaign.fields.trigger {
+            Trigger::Recurring { .. } => campaign.last_occurrence + 1,
+            _ => 0,
+        };
+        let targets = member_targets(campaign, &ids, occurrence);
+        let d = decide(store, host, script, campaign, targets, now).await?;
         add(&mut total, &d.counters);
         out.extend(d.messages);
         errors.extend(d.errors);
@@ -256,7 +359,7 @@ pub async fn dry_run(
     Ok((out, total, errors))
 }
 
-fn add(a: &mut RunCounters, b: &RunCounters) {
+pub(crate) fn add(a: &mut RunCounters, b: &RunCounters) {
     a.evaluated += b.evaluated;
     a.targeted += b.targeted;
     a.held_out += b.held_out;

@@ -14,6 +14,8 @@
 //!
 //! * [`campaign`]: campaign runs over a segment's members: holdout, consent, frequency cap,
 //!   quiet hours, the MESSAGE script, and the outbox written batch by batch, exactly once.
+//! * [`trigger`]: recurring occurrences and event campaigns (each new event of a kind decided
+//!   like a run member, the event handed to the script).
 //!
 //! This crate knows nothing of gRPC.
 
@@ -22,6 +24,7 @@ pub mod model;
 pub mod predicate;
 pub mod score;
 pub mod segment;
+pub mod trigger;
 
 pub use model::{Tier, ValueModel};
 pub use score::{compute_scores, ScoreOutcome};

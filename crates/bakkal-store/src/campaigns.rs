@@ -43,6 +43,74 @@ pub struct CampaignFields {
     pub cap_per_days: i64,
     /// UTC hours `[start, end)`; `None`: no quiet hours.
     pub quiet_hours: Option<(i64, i64)>,
+    pub trigger: Trigger,
+}
+
+/// When a campaign runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Trigger {
+    /// LaunchCampaign starts a run now.
+    #[default]
+    Once,
+    /// One run at `time` (the campaign waits SCHEDULED).
+    At { time: Micros },
+    /// A run every `every_hours` hours plus `every_days` days from `start`; each occurrence is
+    /// its own run.
+    Recurring {
+        start: Micros,
+        every_hours: i64,
+        every_days: i64,
+    },
+    /// While RUNNING, each new event of `kind` for an audience member (`inactive`: `days`
+    /// without a paid order).
+    Event { kind: String, inactive_days: i64 },
+}
+
+impl Trigger {
+    /// `once`, `at`, `recurring`, `event` (the stored kind).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Once => "once",
+            Trigger::At { .. } => "at",
+            Trigger::Recurring { .. } => "recurring",
+            Trigger::Event { .. } => "event",
+        }
+    }
+
+    /// A recurring trigger's period in microseconds.
+    pub fn period(&self) -> Option<Micros> {
+        match self {
+            Trigger::Recurring {
+                every_hours,
+                every_days,
+                ..
+            } => Some((every_hours + 24 * every_days) * 3_600_000_000),
+            _ => None,
+        }
+    }
+
+    fn columns(&self) -> (&'static str, Option<Micros>, i64, i64, String, i64) {
+        match self {
+            Trigger::Once => ("once", None, 0, 0, String::new(), 0),
+            Trigger::At { time } => ("at", Some(*time), 0, 0, String::new(), 0),
+            Trigger::Recurring {
+                start,
+                every_hours,
+                every_days,
+            } => (
+                "recurring",
+                Some(*start),
+                *every_hours,
+                *every_days,
+                String::new(),
+                0,
+            ),
+            Trigger::Event {
+                kind,
+                inactive_days,
+            } => ("event", None, 0, 0, kind.clone(), *inactive_days),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +122,8 @@ pub struct Campaign {
     pub version: i64,
     pub create_time: Micros,
     pub update_time: Micros,
+    /// Recurring: the last occurrence started (1-based; 0: none yet).
+    pub last_occurrence: i64,
 }
 
 impl Campaign {
@@ -90,12 +160,31 @@ pub struct CampaignRun {
     pub last_customer_id: i64,
     pub start_time: Micros,
     pub end_time: Option<Micros>,
+    /// A recurring campaign's occurrence (1-based); 0 for other runs.
+    pub occurrence: i64,
+    /// An event campaign's run: the last event handled.
+    pub last_event_id: i64,
 }
 
 impl CampaignRun {
     pub fn name(&self) -> String {
         campaign_run_name(self.campaign_id, self.id)
     }
+}
+
+/// How far a batch got: the last member of a segment run, or the last event of an event run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchPosition {
+    Customer(i64),
+    Event(i64),
+}
+
+/// A customer held out of a message (recorded for the campaign report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewHoldout {
+    pub customer_id: i64,
+    /// `once`, `occurrences/{n}` or `events/{id}`, as in the message's key.
+    pub occurrence: String,
 }
 
 /// A message to queue.
@@ -110,15 +199,34 @@ pub struct NewMessage {
 
 const CAMPAIGN_COLUMNS: &str = "id, display_name, strategy, audience_segment_id, offer_script, \
      message_script, channel, holdout_percent, cap_max_messages, cap_per_days, quiet_start_hour, \
-     quiet_end_hour, state, version, create_time, update_time";
+     quiet_end_hour, state, version, create_time, update_time, trigger_kind, trigger_time, \
+     trigger_every_hours, trigger_every_days, trigger_event, trigger_inactive_days, \
+     last_occurrence";
 
 const RUN_COLUMNS: &str = "id, campaign_id, state, evaluated, targeted, held_out, \
      suppressed_no_consent, suppressed_capped, suppressed_quiet_hours, suppressed_already_sent, \
-     queued, script_errors, last_customer_id, start_time, end_time";
+     queued, script_errors, last_customer_id, start_time, end_time, occurrence, last_event_id";
 
 fn campaign_from_row(r: &AnyRow) -> std::result::Result<Campaign, sqlx::Error> {
     let qs: Option<i64> = r.try_get(10)?;
     let qe: Option<i64> = r.try_get(11)?;
+    let kind: String = r.try_get(16)?;
+    let time: Option<i64> = r.try_get(17)?;
+    let trigger = match kind.as_str() {
+        "at" => Trigger::At {
+            time: time.unwrap_or(0),
+        },
+        "recurring" => Trigger::Recurring {
+            start: time.unwrap_or(0),
+            every_hours: r.try_get(18)?,
+            every_days: r.try_get(19)?,
+        },
+        "event" => Trigger::Event {
+            kind: r.try_get(20)?,
+            inactive_days: r.try_get(21)?,
+        },
+        _ => Trigger::Once,
+    };
     Ok(Campaign {
         id: r.try_get(0)?,
         fields: CampaignFields {
@@ -132,11 +240,13 @@ fn campaign_from_row(r: &AnyRow) -> std::result::Result<Campaign, sqlx::Error> {
             cap_max_messages: r.try_get(8)?,
             cap_per_days: r.try_get(9)?,
             quiet_hours: qs.zip(qe),
+            trigger,
         },
         state: r.try_get(12)?,
         version: r.try_get(13)?,
         create_time: r.try_get(14)?,
         update_time: r.try_get(15)?,
+        last_occurrence: r.try_get(22)?,
     })
 }
 
@@ -159,6 +269,8 @@ fn run_from_row(r: &AnyRow) -> std::result::Result<CampaignRun, sqlx::Error> {
         last_customer_id: r.try_get(12)?,
         start_time: r.try_get(13)?,
         end_time: r.try_get(14)?,
+        occurrence: r.try_get(15)?,
+        last_event_id: r.try_get(16)?,
     })
 }
 
@@ -196,9 +308,12 @@ impl Store {
             "INSERT INTO campaigns (display_name, strategy, audience_segment_id, offer_script, \
              message_script, channel, holdout_percent, cap_max_messages, cap_per_days, \
              quiet_start_hour, quiet_end_hour, state, request_id, version, create_time, \
-             update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1, \
-             $14, $14) RETURNING {CAMPAIGN_COLUMNS}"
+             update_time, trigger_kind, trigger_time, trigger_every_hours, trigger_every_days, \
+             trigger_event, trigger_inactive_days) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, 1, $14, $14, $15, $16, $17, $18, $19, $20) \
+             RETURNING {CAMPAIGN_COLUMNS}"
         );
+        let t = f.trigger.columns();
         let row = sqlx::query(&sql)
             .bind(f.display_name.clone())
             .bind(f.strategy.clone())
@@ -214,6 +329,12 @@ impl Store {
             .bind(state.to_string())
             .bind(request_id.map(str::to_string))
             .bind(now)
+            .bind(t.0)
+            .bind(t.1)
+            .bind(t.2)
+            .bind(t.3)
+            .bind(t.4)
+            .bind(t.5)
             .fetch_one(&mut *tx)
             .await?;
         let c = campaign_from_row(&row)?;
@@ -294,9 +415,12 @@ impl Store {
             "UPDATE campaigns SET display_name = $1, strategy = $2, audience_segment_id = $3, \
              offer_script = $4, message_script = $5, channel = $6, holdout_percent = $7, \
              cap_max_messages = $8, cap_per_days = $9, quiet_start_hour = $10, \
-             quiet_end_hour = $11, version = version + 1, update_time = $12 WHERE id = $13 \
-             RETURNING {CAMPAIGN_COLUMNS}"
+             quiet_end_hour = $11, version = version + 1, update_time = $12, \
+             trigger_kind = $14, trigger_time = $15, trigger_every_hours = $16, \
+             trigger_every_days = $17, trigger_event = $18, trigger_inactive_days = $19 \
+             WHERE id = $13 RETURNING {CAMPAIGN_COLUMNS}"
         );
+        let t = f.trigger.columns();
         let row = sqlx::query(&sql)
             .bind(f.display_name.clone())
             .bind(f.strategy.clone())
@@ -311,6 +435,12 @@ impl Store {
             .bind(f.quiet_hours.map(|q| q.1))
             .bind(now)
             .bind(id)
+            .bind(t.0)
+            .bind(t.1)
+            .bind(t.2)
+            .bind(t.3)
+            .bind(t.4)
+            .bind(t.5)
             .fetch_one(&mut *tx)
             .await?;
         let c = campaign_from_row(&row)?;
@@ -335,26 +465,84 @@ impl Store {
     // ---- runs --------------------------------------------------------------------------------
 
     /// Start a run: the campaign moves from one of `from` to RUNNING in the same transaction.
+    /// `occurrence` (a recurring campaign's, 1-based; else 0) is recorded on the run and as the
+    /// campaign's last occurrence. An event campaign's run starts after the newest event, and
+    /// the campaign's earlier RUNNING runs end (PAUSED).
     pub async fn start_campaign_run(
         &self,
         campaign_id: i64,
         from: &[&str],
+        occurrence: i64,
         now: Micros,
     ) -> Result<(Campaign, CampaignRun)> {
         let mut tx = self.write_tx().await?;
-        let c = set_state_in(&mut tx, campaign_id, from, "RUNNING", now).await?;
+        let mut c = set_state_in(&mut tx, campaign_id, from, "RUNNING", now).await?;
+        let mut last_event_id = 0;
+        if let Trigger::Event { .. } = c.fields.trigger {
+            sqlx::query(
+                "UPDATE campaign_runs SET state = 'PAUSED', end_time = $1 \
+                 WHERE campaign_id = $2 AND state = 'RUNNING'",
+            )
+            .bind(now)
+            .bind(campaign_id)
+            .execute(&mut *tx)
+            .await?;
+            let (max,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM events")
+                .fetch_one(&mut *tx)
+                .await?;
+            last_event_id = max.unwrap_or(0);
+        }
+        if occurrence > 0 {
+            sqlx::query("UPDATE campaigns SET last_occurrence = $1 WHERE id = $2")
+                .bind(occurrence)
+                .bind(campaign_id)
+                .execute(&mut *tx)
+                .await?;
+            c.last_occurrence = occurrence;
+        }
         let sql = format!(
-            "INSERT INTO campaign_runs (campaign_id, state, start_time) VALUES ($1, 'RUNNING', \
-             $2) RETURNING {RUN_COLUMNS}"
+            "INSERT INTO campaign_runs (campaign_id, state, start_time, occurrence, \
+             last_event_id) VALUES ($1, 'RUNNING', $2, $3, $4) RETURNING {RUN_COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(campaign_id)
             .bind(now)
+            .bind(occurrence)
+            .bind(last_event_id)
             .fetch_one(&mut *tx)
             .await?;
         let run = run_from_row(&row)?;
         tx.commit().await?;
         Ok((c, run))
+    }
+
+    /// RUNNING runs, oldest first (the scheduler resumes those nobody holds).
+    pub async fn running_runs(&self) -> Result<Vec<CampaignRun>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM campaign_runs WHERE state = 'RUNNING' ORDER BY id LIMIT 1000"
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(run_from_row)
+            .collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// Campaigns in `state` with a trigger of `kind` (`at`, `recurring`, `event`).
+    pub async fn campaigns_by_trigger(&self, state: &str, kind: &str) -> Result<Vec<Campaign>> {
+        let sql = format!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE state = $1 AND trigger_kind = $2 \
+             ORDER BY id LIMIT 1000"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(state.to_string())
+            .bind(kind.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(campaign_from_row)
+            .collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
     pub async fn get_campaign_run(&self, campaign_id: i64, run_id: i64) -> Result<CampaignRun> {
@@ -446,14 +634,17 @@ impl Store {
     }
 
     /// Write one batch of a run in one transaction: its messages (a key already present is
-    /// skipped and counted as already sent), its counters and how far it got. Returns the run.
+    /// skipped and counted as already sent), its held-out customers, its counters and how far
+    /// it got. Returns the run.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply_campaign_batch(
         &self,
         campaign_id: i64,
         run_id: i64,
         mut counters: RunCounters,
         messages: &[NewMessage],
-        last_customer_id: i64,
+        holdouts: &[NewHoldout],
+        position: BatchPosition,
         now: Micros,
     ) -> Result<CampaignRun> {
         let mut tx = self.write_tx().await?;
@@ -480,6 +671,11 @@ impl Store {
                 counters.suppressed_already_sent += 1;
             }
         }
+        crate::triggers::insert_holdouts(&mut tx, campaign_id, run_id, holdouts, now).await?;
+        let (last_customer_id, last_event_id) = match position {
+            BatchPosition::Customer(id) => (Some(id), None),
+            BatchPosition::Event(id) => (None, Some(id)),
+        };
         let c = counters;
         let sql = format!(
             "UPDATE campaign_runs SET evaluated = evaluated + $1, targeted = targeted + $2, \
@@ -487,7 +683,9 @@ impl Store {
              suppressed_capped = suppressed_capped + $5, \
              suppressed_quiet_hours = suppressed_quiet_hours + $6, \
              suppressed_already_sent = suppressed_already_sent + $7, queued = queued + $8, \
-             script_errors = script_errors + $9, last_customer_id = $10 WHERE id = $11 \
+             script_errors = script_errors + $9, \
+             last_customer_id = COALESCE($10, last_customer_id), \
+             last_event_id = COALESCE($12, last_event_id) WHERE id = $11 \
              RETURNING {RUN_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -502,6 +700,7 @@ impl Store {
             .bind(c.script_errors)
             .bind(last_customer_id)
             .bind(run_id)
+            .bind(last_event_id)
             .fetch_one(&mut *tx)
             .await?;
         let run = run_from_row(&row)?;

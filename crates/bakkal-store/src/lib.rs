@@ -18,6 +18,7 @@ mod page;
 mod products;
 mod scripts;
 mod segments;
+mod triggers;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -29,8 +30,8 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use crate::cache::{CustomerCache, Generation};
 
 pub use campaigns::{
-    campaign_name, campaign_run_name, message_name, Campaign, CampaignFields, CampaignRun,
-    NewMessage, RunCounters,
+    campaign_name, campaign_run_name, message_name, BatchPosition, Campaign, CampaignFields,
+    CampaignRun, NewHoldout, NewMessage, RunCounters, Trigger,
 };
 pub use customers::{
     CustomerQuery, DuplicateCandidate, CUSTOMER_FILTER_FIELDS, CUSTOMER_SORT_FIELDS,
@@ -48,6 +49,7 @@ pub use segments::{
     NewSegment, PredicateClause, PredicateColumn, PredicateValue, PyramidCell, ScoreInput,
     ScoreRow, Segment, StoredValueModel, SEGMENT_FILTER_FIELDS,
 };
+pub use triggers::{Lease, ReportFigures, StoredEvent};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -108,7 +108,8 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let c = load_live(&mut tx, customer_id).await?;
         order.customer_id = c.id;
-        let (stored, _) = record_in(&mut tx, order, now).await?;
+        let (stored, changed) = record_in(&mut tx, order, now).await?;
+        crate::triggers::order_placed_event(&mut tx, &stored, changed, now).await?;
         tx.commit().await?;
         Ok(stored)
     }
