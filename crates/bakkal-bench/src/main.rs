@@ -6,10 +6,12 @@
 //! target/release/bakkal-bench get-customer   # GetCustomer vs a bare tonic server
 //! target/release/bakkal-bench import         # ImportCustomers vs sqlite3 .import
 //! target/release/bakkal-bench segments       # Preview/RefreshSegment, ComputeScores vs SQL
+//! target/release/bakkal-bench campaign       # a 1M-customer campaign run vs raw outbox inserts
 //! ```
 //! The servers run as separate processes (the release `bakkal` binary next to this one), so
 //! their peak memory is their own.
 
+mod campaign;
 mod get_customer;
 mod import;
 mod process;
@@ -61,6 +63,18 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// LaunchCampaign over N generated customers (the `segments` database) until COMPLETED,
+    /// against the sqlite3 shell inserting the same outbox rows.
+    Campaign {
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: usize,
+        /// Runs, each on a fresh copy of the generated database.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Keep the generated database here and reuse it on later runs (default: a temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// The baseline server of `get-customer` (started by it; not for direct use).
     #[command(hide = true)]
     BareServer {
@@ -92,6 +106,11 @@ fn main() -> anyhow::Result<()> {
         )),
         Command::Import { rows } => rt.block_on(import::run(rows)),
         Command::Segments { customers, dir } => rt.block_on(segments::run(customers, dir)),
+        Command::Campaign {
+            customers,
+            rounds,
+            dir,
+        } => rt.block_on(campaign::run(customers, rounds, dir)),
         Command::BareServer {
             listen,
             message_hex,
