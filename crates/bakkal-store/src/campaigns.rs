@@ -10,8 +10,8 @@ use bakkal_domain::Customer;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::customers::load_live;
 use crate::page::Cursor;
+use crate::segments::json_list;
 use crate::{Result, Store, StoreError};
 
 pub fn campaign_name(id: i64) -> String {
@@ -578,59 +578,52 @@ impl Store {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// The live (not erased, not merged) customers among `ids`.
+    /// The live (not erased, not merged) customers among `ids`, in id order (one query).
     pub async fn live_customers(&self, ids: &[i64]) -> Result<Vec<Customer>> {
-        let mut conn = self.pool.acquire().await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for &id in ids {
-            match load_live(&mut conn, id).await {
-                Ok(c) if c.id == id => out.push(c),
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        self.live_customers_by_id(ids).await
     }
 
-    /// Of `keys`, those already in the outbox.
+    /// Of `keys`, those already in the outbox (one query).
     pub async fn existing_message_keys(&self, keys: &[String]) -> Result<HashSet<String>> {
-        let mut out = HashSet::new();
-        let mut conn = self.pool.acquire().await?;
-        for k in keys {
-            let found: Option<(i64,)> =
-                sqlx::query_as("SELECT id FROM outbox_messages WHERE idempotency_key = $1")
-                    .bind(k.clone())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            if found.is_some() {
-                out.insert(k.clone());
-            }
+        if keys.is_empty() {
+            return Ok(HashSet::new());
         }
-        Ok(out)
+        let sql = format!(
+            "SELECT idempotency_key FROM outbox_messages WHERE idempotency_key IN ({})",
+            json_list(self.backend, 1, "TEXT")
+        );
+        let list = serde_json::to_string(keys)
+            .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
+        let found: Vec<String> = sqlx::query_scalar(&sql)
+            .bind(list)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(found.into_iter().collect())
     }
 
-    /// Messages (any campaign, any status but DEAD) created at or after `since`, per customer.
+    /// Messages (any campaign, any status but DEAD) created at or after `since`, per customer
+    /// (one query).
     pub async fn recent_message_counts(
         &self,
         ids: &[i64],
         since: Micros,
     ) -> Result<HashMap<i64, i64>> {
-        let mut out = HashMap::new();
-        let mut conn = self.pool.acquire().await?;
-        for &id in ids {
-            let (n,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM outbox_messages WHERE customer_id = $1 \
-                 AND create_time >= $2 AND status <> 'DEAD'",
-            )
-            .bind(id)
-            .bind(since)
-            .fetch_one(&mut *conn)
-            .await?;
-            if n > 0 {
-                out.insert(id, n);
-            }
+        if ids.is_empty() {
+            return Ok(HashMap::new());
         }
-        Ok(out)
+        let sql = format!(
+            "SELECT customer_id, COUNT(*) FROM outbox_messages WHERE customer_id IN ({}) \
+             AND create_time >= $2 AND status <> 'DEAD' GROUP BY customer_id",
+            json_list(self.backend, 1, "BIGINT")
+        );
+        let list = serde_json::to_string(ids)
+            .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&sql)
+            .bind(list)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Write one batch of a run in one transaction: its messages (a key already present is
@@ -648,28 +641,56 @@ impl Store {
         now: Micros,
     ) -> Result<CampaignRun> {
         let mut tx = self.write_tx().await?;
-        for m in messages {
-            let done = sqlx::query(
+        // All the batch's messages in one statement, the rows as one JSON parameter; a key
+        // already present is skipped (and counted as already sent).
+        if !messages.is_empty() {
+            let rows: Vec<(i64, &str, &str, &str, &str)> = messages
+                .iter()
+                .map(|m| {
+                    (
+                        m.customer_id,
+                        m.channel.as_str(),
+                        m.subject.as_str(),
+                        m.body.as_str(),
+                        m.idempotency_key.as_str(),
+                    )
+                })
+                .collect();
+            let json = serde_json::to_string(&rows)
+                .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
+            let (from, field) = match self.backend {
+                crate::Backend::Sqlite => (
+                    "json_each($4)",
+                    (|i: usize, _ty: &str| format!("json_extract(value, '$[{i}]')"))
+                        as fn(usize, &str) -> String,
+                ),
+                crate::Backend::Postgres => (
+                    "json_array_elements(CAST($4 AS json)) AS e",
+                    (|i: usize, ty: &str| format!("CAST(e->>{i} AS {ty})"))
+                        as fn(usize, &str) -> String,
+                ),
+            };
+            let sql = format!(
                 "INSERT INTO outbox_messages (campaign_id, run_id, customer_id, channel, \
                  subject, body, idempotency_key, status, attempts, create_time) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'QUEUED', 0, $8) \
+                 SELECT $1, $2, {}, {}, {}, {}, {}, 'QUEUED', 0, $3 FROM {from} WHERE true \
                  ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .bind(campaign_id)
-            .bind(run_id)
-            .bind(m.customer_id)
-            .bind(m.channel.clone())
-            .bind(m.subject.clone())
-            .bind(m.body.clone())
-            .bind(m.idempotency_key.clone())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() > 0 {
-                counters.queued += 1;
-            } else {
-                counters.suppressed_already_sent += 1;
-            }
+                field(0, "BIGINT"),
+                field(1, "TEXT"),
+                field(2, "TEXT"),
+                field(3, "TEXT"),
+                field(4, "TEXT"),
+            );
+            let done = sqlx::query(&sql)
+                .bind(campaign_id)
+                .bind(run_id)
+                .bind(now)
+                .bind(json)
+                .execute(&mut *tx)
+                .await?;
+            let inserted = done.rows_affected() as i64;
+            counters.queued += inserted;
+            counters.suppressed_already_sent += messages.len() as i64 - inserted;
         }
         crate::triggers::insert_holdouts(&mut tx, campaign_id, run_id, holdouts, now).await?;
         let (last_customer_id, last_event_id) = match position {
