@@ -509,6 +509,8 @@ fn message_to_proto(m: &OutboxMessage) -> proto::Message {
         attempts: m.attempts as i32,
         create_time: Some(timestamp(m.create_time)),
         deliver_time: opt_timestamp(m.deliver_time),
+        last_error: m.last_error.clone(),
+        next_attempt_time: opt_timestamp(m.next_attempt_time),
     }
 }
 
@@ -792,6 +794,27 @@ impl CampaignService for CampaignApi {
         Ok(Response::new(message_to_proto(&m)))
     }
 
+    // ---- WatchCampaignRun ----------------------------------------------------------------
+
+    type WatchCampaignRunStream = WatchStream;
+
+    async fn watch_campaign_run(
+        &self,
+        request: Request<proto::WatchCampaignRunRequest>,
+    ) -> Result<Response<Self::WatchCampaignRunStream>, Status> {
+        let (campaign_id, run_id) = run_ref(&request.get_ref().name, "name")?;
+        let first = self
+            .store
+            .get_campaign_run(campaign_id, run_id)
+            .await
+            .map_err(from_store)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(watch_run(self.store.clone(), first, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     // ---- triggers and the report (camp-trigger) ----
 
     async fn schedule_campaign(
@@ -897,5 +920,60 @@ fn report_to_proto(id: i64, days: i32, f: &bakkal_store::ReportFigures) -> proto
         holdout_conversion_rate: holdout,
         lift,
         note,
+    }
+}
+
+// ---- WatchCampaignRun ------------------------------------------------------------------------
+
+/// How often a watch looks at its run.
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+type WatchStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<proto::CampaignRun, Status>> + Send>>;
+
+/// `campaigns/{c}/runs/{r}` → (c, r).
+fn run_ref(name: &str, field: &str) -> Result<(i64, i64), Status> {
+    name.split_once("/runs/")
+        .and_then(|(c, r)| Some((parse_id(c, "campaigns")?, parse_id(&format!("r/{r}"), "r")?)))
+        .ok_or_else(|| {
+            invalid_field(
+                field,
+                format!("'{name}' is not a run name like campaigns/12/runs/3"),
+            )
+        })
+}
+
+fn run_is_over(state: &str) -> bool {
+    matches!(state, "COMPLETED" | "PAUSED" | "FAILED")
+}
+
+/// Send `run`, then poll the store and send the run again whenever its counters or state
+/// change, until it is over or the caller goes away.
+async fn watch_run(
+    store: Store,
+    mut run: CampaignRun,
+    tx: tokio::sync::mpsc::Sender<Result<proto::CampaignRun, Status>>,
+) {
+    if tx.send(Ok(run_to_proto(&run))).await.is_err() {
+        return;
+    }
+    while !run_is_over(&run.state) {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_POLL) => {}
+            _ = tx.closed() => return,
+        }
+        let now = match store.get_campaign_run(run.campaign_id, run.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(from_store(e))).await;
+                return;
+            }
+        };
+        if now.state != run.state || now.counters != run.counters {
+            run = now;
+            if tx.send(Ok(run_to_proto(&run))).await.is_err() {
+                return;
+            }
+        }
     }
 }

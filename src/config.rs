@@ -22,6 +22,8 @@ pub struct Config {
     /// The outbox file sink; `None`: `bakkal-outbox.jsonl` next to a SQLite database, else in
     /// the working directory.
     pub outbox_file: Option<std::path::PathBuf>,
+    /// Channel sinks and retries.
+    pub delivery: DeliveryConfig,
     /// How often the campaign scheduler looks for work (`scheduler.rs`).
     pub scheduler_tick: std::time::Duration,
     /// The service desk's clock and SLA watcher.
@@ -40,6 +42,7 @@ impl Config {
             outbox_file: None,
             scheduler_tick: Duration::from_secs(1),
             desk: DeskConfig::default(),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -94,5 +97,102 @@ impl Clock {
         if let Some(t) = &self.0 {
             t.fetch_add(by.as_micros() as i64, Ordering::SeqCst);
         }
+    }
+}
+
+/// Where one channel's messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    /// Append to the outbox file (the default for every channel).
+    File,
+    /// POST JSON to this `http://` URL.
+    Webhook(String),
+    /// Publish to NATS JetStream, subject `{prefix}.{channel}`.
+    Nats,
+}
+
+impl SinkKind {
+    /// `file`, `webhook:http://host/path` or `nats`.
+    pub fn parse(s: &str) -> Result<SinkKind, String> {
+        match s {
+            "file" => Ok(SinkKind::File),
+            "nats" => Ok(SinkKind::Nats),
+            _ => match s.strip_prefix("webhook:") {
+                Some(url) if url.starts_with("http://") => Ok(SinkKind::Webhook(url.to_string())),
+                Some(url) => Err(format!(
+                    "webhook URL '{url}' must start with http:// (TLS is not supported yet)"
+                )),
+                None => Err(format!(
+                    "unknown sink '{s}'; use file, nats or webhook:http://host/path"
+                )),
+            },
+        }
+    }
+}
+
+/// The delivery channels a sink can be chosen for (`*`: every channel not named).
+pub const SINK_CHANNELS: [&str; 5] = ["email", "sms", "push", "phone", "*"];
+
+/// `CHANNEL=SINK`, e.g. `email=webhook:http://127.0.0.1:8080/hook`, `sms=nats`, `*=file`.
+pub fn parse_sink_flag(s: &str) -> Result<(String, SinkKind), String> {
+    let (channel, sink) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not CHANNEL=SINK (e.g. email=nats)"))?;
+    let channel = channel.trim().to_ascii_lowercase();
+    if !SINK_CHANNELS.contains(&channel.as_str()) {
+        return Err(format!(
+            "unknown channel '{channel}'; use one of {}",
+            SINK_CHANNELS.join(", ")
+        ));
+    }
+    Ok((channel, SinkKind::parse(sink.trim())?))
+}
+
+/// How the outbox is delivered: a sink per channel, retries and the NATS connection.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// `(channel or "*", sink)`; a channel not named (and no `*`) goes to the file sink.
+    pub sinks: Vec<(String, SinkKind)>,
+    /// Attempts before a message that keeps failing is dead-lettered (DEAD).
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles per attempt up to `backoff_max`, each with
+    /// up to half of it taken off at random (jitter).
+    pub backoff_base: std::time::Duration,
+    pub backoff_max: std::time::Duration,
+    /// A webhook call or JetStream ack that has not come by then is retried.
+    pub send_timeout: std::time::Duration,
+    pub nats_url: String,
+    /// Subjects are `{prefix}.{channel}`.
+    pub nats_subject_prefix: String,
+    /// When set, a JetStream stream of this name over `{prefix}.>` is created if missing.
+    pub nats_stream: Option<String>,
+    /// How often an idle dispatcher looks for due messages.
+    pub poll_interval: std::time::Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            sinks: Vec::new(),
+            max_attempts: 8,
+            backoff_base: std::time::Duration::from_secs(1),
+            backoff_max: std::time::Duration::from_secs(600),
+            send_timeout: std::time::Duration::from_secs(10),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_subject_prefix: "bakkal.messages".into(),
+            nats_stream: None,
+            poll_interval: std::time::Duration::from_millis(200),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// The sink for `channel`: its own, else `*`'s, else the file.
+    pub fn sink_for(&self, channel: &str) -> &SinkKind {
+        let find = |c: &str| self.sinks.iter().rev().find(|(ch, _)| ch == c);
+        find(channel)
+            .or_else(|| find("*"))
+            .map(|(_, k)| k)
+            .unwrap_or(&SinkKind::File)
     }
 }

@@ -1,48 +1,155 @@
-//! The outbox dispatcher: a background task that claims queued messages in batches under a
-//! lease and delivers them to the local file sink (one JSON line per message), then marks
-//! them DELIVERED. A message whose delivery failed goes back to QUEUED; one claimed by a
-//! server that died is claimed again when its lease runs out.
+//! The outbox dispatcher: a background task that claims due messages in batches under a lease,
+//! hands each to its channel's sink (file by default; webhook or NATS JetStream as
+//! configured, see `config::DeliveryConfig`) and records every outcome in one transaction:
+//! DELIVERED; FAILED with `next_attempt_time` (exponential backoff with jitter) after a
+//! passing fault; DEAD (the dead letter, with `last_error`) when refused for good or out of
+//! attempts. A message claimed by a server that died is claimed again when its lease runs out.
 
-use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bakkal_domain::name::customer_name;
 use bakkal_domain::time::now_micros;
-use bakkal_store::{campaign_name, OutboxMessage, Store};
+use bakkal_store::{DeliveryOutcome, OutboxMessage, Store};
+use rand::Rng as _;
 use tokio::sync::watch;
 
+use crate::config::{DeliveryConfig, SinkKind};
+use crate::sinks::{file::FileSink, nats::NatsSink, webhook::WebhookSink, Attempt, Sink};
+
 const BATCH: usize = 200;
-const IDLE: Duration = Duration::from_millis(200);
 const LEASE_MICROS: i64 = 60_000_000;
 
-/// Append the messages to the file, one JSON line each.
-fn write_lines(path: &PathBuf, messages: &[OutboxMessage]) -> std::io::Result<()> {
-    let mut out = String::new();
-    for m in messages {
-        let line = serde_json::json!({
-            "name": m.name(),
-            "campaign": campaign_name(m.campaign_id),
-            "customer": customer_name(m.customer_id),
-            "channel": m.channel,
-            "subject": m.subject,
-            "body": m.body,
-            "idempotency_key": m.idempotency_key,
-        });
-        out.push_str(&line.to_string());
-        out.push('\n');
+/// The sinks in use and which channel goes to which.
+pub struct Sinks {
+    kinds: Vec<(SinkKind, Arc<Sink>)>,
+    config: DeliveryConfig,
+}
+
+impl Sinks {
+    /// Build the sinks the configuration names (the file sink always: it is the default).
+    pub async fn build(config: &DeliveryConfig, outbox_file: PathBuf) -> anyhow::Result<Sinks> {
+        let mut kinds: Vec<(SinkKind, Arc<Sink>)> = vec![(
+            SinkKind::File,
+            Arc::new(Sink::File(FileSink::new(outbox_file))),
+        )];
+        for (_, kind) in &config.sinks {
+            if kinds.iter().any(|(k, _)| k == kind) {
+                continue;
+            }
+            let sink = match kind {
+                SinkKind::File => continue,
+                SinkKind::Webhook(url) => {
+                    Sink::Webhook(WebhookSink::new(url, config.send_timeout)?)
+                }
+                SinkKind::Nats => Sink::Nats(
+                    NatsSink::connect(
+                        &config.nats_url,
+                        &config.nats_subject_prefix,
+                        config.nats_stream.clone(),
+                        config.send_timeout,
+                    )
+                    .await?,
+                ),
+            };
+            kinds.push((kind.clone(), Arc::new(sink)));
+        }
+        Ok(Sinks {
+            kinds,
+            config: config.clone(),
+        })
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    f.write_all(out.as_bytes())?;
-    f.sync_data()
+
+    fn index_for(&self, channel: &str) -> usize {
+        let kind = self.config.sink_for(channel);
+        self.kinds.iter().position(|(k, _)| k == kind).unwrap_or(0)
+    }
+
+    /// Deliver a claimed batch: each sink gets its messages (sinks run concurrently); returns
+    /// the outcome to record per message.
+    pub async fn deliver(&self, claimed: &[OutboxMessage]) -> Vec<(i64, DeliveryOutcome)> {
+        let mut groups: Vec<Vec<OutboxMessage>> = vec![Vec::new(); self.kinds.len()];
+        for m in claimed {
+            groups[self.index_for(&m.channel)].push(m.clone());
+        }
+        let mut runs = Vec::new();
+        for (i, group) in groups.iter().enumerate() {
+            if !group.is_empty() {
+                let sink = self.kinds[i].1.clone();
+                runs.push(async move { (i, sink.deliver(group).await) });
+            }
+        }
+        let done = futures::future::join_all(runs).await;
+        let now = now_micros();
+        let mut out = Vec::with_capacity(claimed.len());
+        for (i, answers) in done {
+            for (m, a) in groups[i].iter().zip(answers) {
+                out.push((m.id, self.outcome(m, a, now)));
+            }
+        }
+        out
+    }
+
+    fn outcome(&self, m: &OutboxMessage, attempt: Attempt, now: i64) -> DeliveryOutcome {
+        match attempt {
+            Attempt::Delivered => DeliveryOutcome::Delivered,
+            Attempt::Reject(error) => {
+                tracing::warn!(message = %m.name(), %error, "message refused; dead-lettered");
+                DeliveryOutcome::Dead { error }
+            }
+            Attempt::Retry(error) if m.attempts >= i64::from(self.config.max_attempts) => {
+                tracing::warn!(
+                    message = %m.name(), attempts = m.attempts, %error,
+                    "message out of attempts; dead-lettered"
+                );
+                DeliveryOutcome::Dead {
+                    error: format!("{error} (gave up after {} attempts)", m.attempts),
+                }
+            }
+            Attempt::Retry(error) => {
+                let wait = backoff(&self.config, m.attempts);
+                tracing::debug!(message = %m.name(), %error, ?wait, "delivery failed; will retry");
+                DeliveryOutcome::Failed {
+                    error,
+                    next_attempt_time: now + wait.as_micros() as i64,
+                }
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        for ch in crate::config::SINK_CHANNELS.iter().filter(|c| **c != "*") {
+            parts.push(format!(
+                "{ch}={}",
+                self.kinds[self.index_for(ch)].1.describe()
+            ));
+        }
+        parts.join(" ")
+    }
+}
+
+/// The wait after failed attempt `attempts` (1-based): `base · 2^(attempts-1)`, at most `max`,
+/// less a random share of up to half of it so that failures do not retry in lockstep.
+pub fn backoff(config: &DeliveryConfig, attempts: i64) -> Duration {
+    let exp = attempts.clamp(1, 32) as u32 - 1;
+    let full = config
+        .backoff_base
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(config.backoff_max);
+    let half = full.as_micros() as u64 / 2;
+    let jitter = if half > 0 {
+        rand::thread_rng().gen_range(0..=half)
+    } else {
+        0
+    };
+    full - Duration::from_micros(jitter)
 }
 
 /// Deliver until `stop` turns true.
-pub async fn run(store: Store, path: PathBuf, mut stop: watch::Receiver<bool>) {
-    tracing::info!(outbox_file = %path.display(), "outbox dispatcher started");
+pub async fn run(store: Store, sinks: Sinks, mut stop: watch::Receiver<bool>) {
+    tracing::info!(sinks = %sinks.describe(), "outbox dispatcher started");
+    let idle = sinks.config.poll_interval;
     loop {
         if *stop.borrow() {
             break;
@@ -56,29 +163,20 @@ pub async fn run(store: Store, path: PathBuf, mut stop: watch::Receiver<bool>) {
             }
         };
         if !claimed.is_empty() {
-            let ids: Vec<i64> = claimed.iter().map(|m| m.id).collect();
-            let p = path.clone();
-            let written = tokio::task::spawn_blocking(move || write_lines(&p, &claimed)).await;
-            let status = match written {
-                Ok(Ok(())) => "DELIVERED",
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "outbox file sink failed");
-                    "QUEUED"
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "outbox file sink task failed");
-                    "QUEUED"
-                }
-            };
-            if let Err(e) = store.mark_messages(&ids, status, now_micros()).await {
+            let outcomes = sinks.deliver(&claimed).await;
+            let all_delivered = outcomes
+                .iter()
+                .all(|(_, o)| *o == DeliveryOutcome::Delivered);
+            if let Err(e) = store.record_deliveries(&outcomes, now_micros()).await {
+                // the lease runs out and the messages are claimed again
                 tracing::warn!(error = %e, "outbox status update failed");
             }
-            if status == "DELIVERED" && ids.len() == BATCH {
+            if all_delivered && claimed.len() == BATCH {
                 continue;
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(IDLE) => {}
+            _ = tokio::time::sleep(idle) => {}
             _ = stop.changed() => {}
         }
     }
@@ -102,4 +200,41 @@ pub fn outbox_path(configured: Option<&PathBuf>, database_url: &str) -> PathBuf 
         }
     }
     PathBuf::from(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_within_half() {
+        let config = DeliveryConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+            ..Default::default()
+        };
+        for _ in 0..50 {
+            let b1 = backoff(&config, 1);
+            assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100));
+            let b3 = backoff(&config, 3);
+            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400));
+            let b9 = backoff(&config, 9);
+            assert!(b9 >= Duration::from_millis(500) && b9 <= Duration::from_millis(1000));
+        }
+    }
+
+    #[test]
+    fn channels_pick_their_sink_else_star_else_file() {
+        let mut config = DeliveryConfig::default();
+        assert_eq!(config.sink_for("email"), &SinkKind::File);
+        config.sinks = vec![
+            ("*".into(), SinkKind::Nats),
+            ("email".into(), SinkKind::Webhook("http://h/x".into())),
+        ];
+        assert_eq!(
+            config.sink_for("email"),
+            &SinkKind::Webhook("http://h/x".into())
+        );
+        assert_eq!(config.sink_for("sms"), &SinkKind::Nats);
+    }
 }

@@ -18,6 +18,7 @@ mod script_service;
 mod segment_service;
 pub mod server;
 pub mod service_desk;
+mod sinks;
 pub mod status;
 mod tracing_layer;
 

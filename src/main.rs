@@ -1,7 +1,7 @@
 //! `bakkal`: the CRM back end. `bakkal serve` runs the gRPC server; `bakkal migrate` applies
 //! database migrations and exits.
 
-use bakkal::config::{Config, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
+use bakkal::config::{Config, DeliveryConfig, SinkKind, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 use bakkal::server;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -27,6 +27,66 @@ struct DatabaseArgs {
     customer_cache: usize,
 }
 
+/// Where each channel's messages go, and how failed deliveries are retried.
+#[derive(clap::Args, Clone)]
+struct DeliveryArgs {
+    /// `CHANNEL=SINK`, repeatable (env: comma-separated). CHANNEL: email, sms, push, phone or
+    /// `*` (every channel not named). SINK: `file` (the default), `webhook:http://host/path`
+    /// (POST JSON with an Idempotency-Key header) or `nats` (JetStream, subject
+    /// `{nats-subject-prefix}.{channel}`).
+    #[arg(long = "sink", env = "BAKKAL_SINKS", value_delimiter = ',',
+          value_parser = bakkal::config::parse_sink_flag)]
+    sinks: Vec<(String, SinkKind)>,
+    /// Attempts before a message that keeps failing is dead-lettered (DEAD).
+    #[arg(long, env = "BAKKAL_DELIVERY_MAX_ATTEMPTS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    delivery_max_attempts: u32,
+    /// Wait before the second attempt (ms); it doubles per attempt, with jitter.
+    #[arg(long, env = "BAKKAL_DELIVERY_BACKOFF_MS", default_value_t = 1000)]
+    delivery_backoff_ms: u64,
+    /// Longest wait between attempts (ms).
+    #[arg(
+        long,
+        env = "BAKKAL_DELIVERY_BACKOFF_MAX_MS",
+        default_value_t = 600_000
+    )]
+    delivery_backoff_max_ms: u64,
+    /// A webhook answer or JetStream ack not in by then is a failed attempt (ms).
+    #[arg(long, env = "BAKKAL_DELIVERY_TIMEOUT_MS", default_value_t = 10_000)]
+    delivery_timeout_ms: u64,
+    /// NATS server for `nats` sinks.
+    #[arg(long, env = "BAKKAL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Subjects are `{prefix}.{channel}`.
+    #[arg(
+        long,
+        env = "BAKKAL_NATS_SUBJECT_PREFIX",
+        default_value = "bakkal.messages"
+    )]
+    nats_subject_prefix: String,
+    /// Create this JetStream stream over `{prefix}.>` when it is missing (otherwise a stream
+    /// must already capture the subjects).
+    #[arg(long, env = "BAKKAL_NATS_STREAM")]
+    nats_stream: Option<String>,
+}
+
+impl DeliveryArgs {
+    fn into_config(self) -> DeliveryConfig {
+        use std::time::Duration;
+        DeliveryConfig {
+            sinks: self.sinks,
+            max_attempts: self.delivery_max_attempts,
+            backoff_base: Duration::from_millis(self.delivery_backoff_ms),
+            backoff_max: Duration::from_millis(self.delivery_backoff_max_ms),
+            send_timeout: Duration::from_millis(self.delivery_timeout_ms),
+            nats_url: self.nats_url,
+            nats_subject_prefix: self.nats_subject_prefix,
+            nats_stream: self.nats_stream,
+            ..DeliveryConfig::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gRPC server (migrates the database first).
@@ -45,6 +105,8 @@ enum Command {
         /// (acknowledgements, resolutions, SLA reminders). Default: built-in templates.
         #[arg(long, env = "BAKKAL_DESK_MESSAGE_SCRIPT")]
         desk_message_script: Option<String>,
+        #[command(flatten)]
+        delivery: DeliveryArgs,
         /// How often the campaign scheduler looks for due runs, events and stopped runs
         /// (milliseconds); a stopped server's run is resumed after 30 ticks.
         #[arg(long, env = "BAKKAL_SCHEDULER_TICK_MS", default_value_t = 1000)]
@@ -91,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
             db,
             outbox_file,
             desk_message_script,
+            delivery,
             scheduler_tick_ms,
         } => {
             let config = Config {
@@ -103,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
                     message_script: desk_message_script,
                     ..Default::default()
                 },
+                delivery: delivery.into_config(),
                 scheduler_tick: std::time::Duration::from_millis(scheduler_tick_ms.max(10)),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -126,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
                 customer_cache: 0,
                 outbox_file: None,
                 desk: Default::default(),
+                delivery: DeliveryConfig::default(),
                 scheduler_tick: std::time::Duration::from_secs(1),
             };
             let store = server::open_store(&config).await?;

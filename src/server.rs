@@ -169,9 +169,10 @@ pub async fn run(
     // The outbox dispatcher, stopped before the store closes.
     let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = crate::dispatcher::outbox_path(config.outbox_file.as_ref(), &config.database_url);
+    let sinks = crate::dispatcher::Sinks::build(&config.delivery, outbox).await?;
     let dispatcher = tokio::spawn(crate::dispatcher::run(
         store.clone(),
-        outbox,
+        sinks,
         stop_rx.clone(),
     ));
     // The SLA watcher, stopped the same way.

@@ -107,7 +107,20 @@ impl TestServer {
         Some(Self::start_on(db).await)
     }
 
+    /// Start a server on a fresh database with `tweak` applied to its configuration.
+    pub async fn start_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<TestServer> {
+        let db = TestDb::new(backend).await?;
+        Some(Self::start_on_with(db, tweak).await)
+    }
+
     pub async fn start_on(db: TestDb) -> TestServer {
+        Self::start_on_with(db, |_| {}).await
+    }
+
+    pub async fn start_on_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let outbox_dir = tempfile::tempdir().expect("temp dir");
@@ -118,8 +131,11 @@ impl TestServer {
             customer_cache: 10_000,
             outbox_file: Some(outbox_dir.path().join("outbox.jsonl")),
             desk: Default::default(),
+            delivery: Default::default(),
             scheduler_tick: std::time::Duration::from_millis(50),
         };
+        let mut config = config;
+        tweak(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bakkal::server::run(config, listener, async {
             let _ = rx.await;

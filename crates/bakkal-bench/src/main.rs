@@ -9,11 +9,13 @@
 //! target/release/bakkal-bench tickets        # CreateTicket vs a plain INSERT of the rows
 //! target/release/bakkal-bench sla-scan       # the SLA watcher's pass vs its indexed SQL
 //! target/release/bakkal-bench get-offers     # GetOffers vs GetCustomer of the same customer
+//! target/release/bakkal-bench campaign       # a 1M-customer campaign run vs raw outbox inserts
 //! ```
 //! The servers run as separate processes (the release `bakkal` binary next to this one), so
 //! their peak memory is their own.
 
 mod desk;
+mod campaign;
 mod get_customer;
 mod get_offers;
 mod import;
@@ -96,6 +98,18 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         products: usize,
     },
+    /// LaunchCampaign over N generated customers (the `segments` database) until COMPLETED,
+    /// against the sqlite3 shell inserting the same outbox rows.
+    Campaign {
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: usize,
+        /// Runs, each on a fresh copy of the generated database.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Keep the generated database here and reuse it on later runs (default: a temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// The baseline server of `get-customer` (started by it; not for direct use).
     #[command(hide = true)]
     BareServer {
@@ -142,6 +156,11 @@ fn main() -> anyhow::Result<()> {
         Command::Segments { customers, dir } => rt.block_on(segments::run(customers, dir)),
         Command::Tickets { count, clients } => rt.block_on(desk::tickets(count, clients)),
         Command::SlaScan { tickets, rounds } => rt.block_on(desk::sla_scan(tickets, rounds)),
+        Command::Campaign {
+            customers,
+            rounds,
+            dir,
+        } => rt.block_on(campaign::run(customers, rounds, dir)),
         Command::BareServer {
             listen,
             message_hex,

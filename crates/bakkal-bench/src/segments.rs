@@ -54,7 +54,7 @@ fn generated_orders(i: usize, now: i64) -> impl Iterator<Item = proto::ImportOrd
     })
 }
 
-fn start(db: &Path) -> anyhow::Result<Server> {
+pub fn start(db: &Path) -> anyhow::Result<Server> {
     let port = free_port()?;
     let mut cmd = Command::new(sibling("bakkal")?);
     cmd.args([
@@ -68,7 +68,7 @@ fn start(db: &Path) -> anyhow::Result<Server> {
 }
 
 /// Run `sql` with the sqlite3 shell; (seconds, the number it printed).
-fn sqlite_count(db: &Path, sql: &str) -> anyhow::Result<(f64, i64)> {
+pub fn sqlite_count(db: &Path, sql: &str) -> anyhow::Result<(f64, i64)> {
     let t0 = Instant::now();
     let out = Command::new("sqlite3").arg(db).arg(sql).output()?;
     let secs = t0.elapsed().as_secs_f64();
@@ -80,7 +80,7 @@ fn sqlite_count(db: &Path, sql: &str) -> anyhow::Result<(f64, i64)> {
     Ok((secs, String::from_utf8_lossy(&out.stdout).trim().parse()?))
 }
 
-async fn wait_ready(channel: tonic::transport::Channel) -> anyhow::Result<()> {
+pub async fn wait_ready(channel: tonic::transport::Channel) -> anyhow::Result<()> {
     let mut client = CustomerServiceClient::new(channel);
     for _ in 0..600 {
         if client
@@ -95,10 +95,10 @@ async fn wait_ready(channel: tonic::transport::Channel) -> anyhow::Result<()> {
     anyhow::bail!("server did not become ready")
 }
 
-pub async fn run(customers: usize, dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
-    std::fs::create_dir_all(&dir)?;
+/// The generated database of `customers` customers (0–5 orders each) in `dir`: imported
+/// through ImportCustomers on first use, reused after. Also the `campaign` benchmark's.
+pub async fn seed(customers: usize, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
     let db = dir.join(format!("segments-{customers}.db"));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -137,6 +137,13 @@ pub async fn run(customers: usize, dir: Option<std::path::PathBuf>) -> anyhow::R
     } else {
         println!("reusing {}", db.display());
     }
+    Ok(db)
+}
+
+pub async fn run(customers: usize, dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
+    let db = seed(customers, &dir).await?;
 
     // A fresh server: its peak memory is the segment work's.
     let server = start(&db)?;

@@ -218,28 +218,53 @@ pub async fn decide(
         .into_iter()
         .filter_map(|t| Some((customers.get(&t.customer_id)?.clone(), t)))
         .collect();
+    // The script on every core: the batch in one slice per thread.
+    let threads = crate::threads().clamp(1, work.len().max(1));
     let (messages, errors) = tokio::task::spawn_blocking(move || {
-        let mut messages = Vec::new();
-        let mut errors = Vec::new();
-        for (c, t) in work {
-            let id = c.id;
-            let sc = ScriptCustomer::new(c, Vec::new());
-            match host.eval_message(&script, &sc, &t.event, now).value {
-                Ok(Some(m)) => messages.push(NewMessage {
-                    customer_id: id,
-                    channel: channel_name.clone(),
-                    subject: m.subject,
-                    body: m.body,
-                    idempotency_key: message_key(campaign_id, id, &t.occasion),
-                }),
-                Ok(None) => {}
-                Err(e) => errors.push(ErrorExample {
-                    customer: bakkal_domain::name::customer_name(id),
-                    message: e.to_string(),
-                }),
-            }
+        let per = work.len().div_ceil(threads);
+        let mut slices: Vec<Vec<(Customer, Target)>> = Vec::with_capacity(threads);
+        let mut rest = work;
+        while rest.len() > per {
+            let tail = rest.split_off(per);
+            slices.push(rest);
+            rest = tail;
         }
-        (messages, errors)
+        slices.push(rest);
+        let render = |slice: Vec<(Customer, Target)>| {
+            let mut messages = Vec::with_capacity(slice.len());
+            let mut errors = Vec::new();
+            for (c, t) in slice {
+                let id = c.id;
+                let sc = ScriptCustomer::new(c, Vec::new());
+                match host.eval_message(&script, &sc, &t.event, now).value {
+                    Ok(Some(m)) => messages.push(NewMessage {
+                        customer_id: id,
+                        channel: channel_name.clone(),
+                        subject: m.subject,
+                        body: m.body,
+                        idempotency_key: message_key(campaign_id, id, &t.occasion),
+                    }),
+                    Ok(None) => {}
+                    Err(e) => errors.push(ErrorExample {
+                        customer: bakkal_domain::name::customer_name(id),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+            (messages, errors)
+        };
+        std::thread::scope(|s| {
+            let mut slices = slices.into_iter();
+            let first = slices.next().unwrap_or_default();
+            let handles: Vec<_> = slices.map(|slice| s.spawn(|| render(slice))).collect();
+            let (mut messages, mut errors) = render(first);
+            for h in handles {
+                let (m, e) = h.join().unwrap_or_default();
+                messages.extend(m);
+                errors.extend(e);
+            }
+            (messages, errors)
+        })
     })
     .await
     .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -267,14 +292,34 @@ pub async fn run(
 ) -> Result<CampaignRun, EngineError> {
     let mut after = run.last_customer_id;
     let mut current = run.clone();
+    // A decided batch waiting to be written: it is written while the next one is decided
+    // (members of different batches are different customers, so neither sees the other).
+    let mut pending: Option<(BatchDecision, i64, Micros)> = None;
+    let apply = |(d, last, t): (BatchDecision, i64, Micros)| async move {
+        store
+            .apply_campaign_batch(
+                campaign.id,
+                run.id,
+                d.counters,
+                &d.messages,
+                &d.holdouts,
+                BatchPosition::Customer(last),
+                t,
+            )
+            .await
+    };
     loop {
         if let Some(lease) = lease {
             if !store.claim_lease(lease, now()).await? {
+                // another server took the run over from its last written position
                 return Ok(current);
             }
         }
         let state = store.get_campaign(campaign.id).await?.state;
         if state != "RUNNING" {
+            if let Some(p) = pending.take() {
+                apply(p).await?;
+            }
             return Ok(store
                 .finish_campaign_run(campaign.id, run.id, "PAUSED", "PAUSED", now())
                 .await?);
@@ -287,22 +332,23 @@ pub async fn run(
         };
         let t = now();
         let targets = member_targets(campaign, &ids, run.occurrence);
-        let d = decide(store, host, script, campaign, targets, t).await?;
-        current = store
-            .apply_campaign_batch(
-                campaign.id,
-                run.id,
-                d.counters,
-                &d.messages,
-                &d.holdouts,
-                BatchPosition::Customer(last),
-                t,
-            )
-            .await?;
+        let deciding = decide(store, host, script, campaign, targets, t);
+        let d = match pending.take() {
+            Some(p) => {
+                let (written, d) = tokio::join!(apply(p), deciding);
+                current = written?;
+                d?
+            }
+            None => deciding.await?,
+        };
+        pending = Some((d, last, t));
         after = last;
         if ids.len() < BATCH {
             break;
         }
+    }
+    if let Some(p) = pending.take() {
+        apply(p).await?;
     }
     let end_state = match campaign.fields.trigger {
         Trigger::Recurring { .. } => "SCHEDULED",

@@ -1,8 +1,7 @@
 //! Campaigns, their runs and the message outbox. A run's batch (its counters and its messages)
 //! is written in one transaction; each message carries a unique idempotency key and is
 //! inserted with `ON CONFLICT DO NOTHING`, so a retried or resumed run never queues a message
-//! twice. The dispatcher claims queued messages (`FOR UPDATE SKIP LOCKED` on PostgreSQL; the
-//! single writer on SQLite) under a lease and marks them delivered.
+//! twice. Reading and delivering the outbox is `outbox.rs`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,9 +10,9 @@ use bakkal_domain::Customer;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::customers::load_live;
 use crate::page::Cursor;
-use crate::{Backend, Result, Store, StoreError};
+use crate::segments::json_list;
+use crate::{Result, Store, StoreError};
 
 pub fn campaign_name(id: i64) -> String {
     format!("campaigns/{id}")
@@ -198,36 +197,6 @@ pub struct NewMessage {
     pub idempotency_key: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxMessage {
-    pub id: i64,
-    pub campaign_id: i64,
-    pub run_id: i64,
-    pub customer_id: i64,
-    pub channel: String,
-    pub subject: String,
-    pub body: String,
-    pub idempotency_key: String,
-    /// `QUEUED`, `SENDING`, `DELIVERED`, `FAILED`, `DEAD`.
-    pub status: String,
-    pub attempts: i64,
-    pub create_time: Micros,
-    pub deliver_time: Option<Micros>,
-}
-
-impl OutboxMessage {
-    pub fn name(&self) -> String {
-        message_name(self.id)
-    }
-}
-
-/// Whose messages to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageParent {
-    Campaign(i64),
-    Customer(i64),
-}
-
 const CAMPAIGN_COLUMNS: &str = "id, display_name, strategy, audience_segment_id, offer_script, \
      message_script, channel, holdout_percent, cap_max_messages, cap_per_days, quiet_start_hour, \
      quiet_end_hour, state, version, create_time, update_time, trigger_kind, trigger_time, \
@@ -237,9 +206,6 @@ const CAMPAIGN_COLUMNS: &str = "id, display_name, strategy, audience_segment_id,
 const RUN_COLUMNS: &str = "id, campaign_id, state, evaluated, targeted, held_out, \
      suppressed_no_consent, suppressed_capped, suppressed_quiet_hours, suppressed_already_sent, \
      queued, script_errors, last_customer_id, start_time, end_time, occurrence, last_event_id";
-
-const MESSAGE_COLUMNS: &str = "id, campaign_id, run_id, customer_id, channel, subject, body, \
-     idempotency_key, status, attempts, create_time, deliver_time";
 
 fn campaign_from_row(r: &AnyRow) -> std::result::Result<Campaign, sqlx::Error> {
     let qs: Option<i64> = r.try_get(10)?;
@@ -305,23 +271,6 @@ fn run_from_row(r: &AnyRow) -> std::result::Result<CampaignRun, sqlx::Error> {
         end_time: r.try_get(14)?,
         occurrence: r.try_get(15)?,
         last_event_id: r.try_get(16)?,
-    })
-}
-
-fn message_from_row(r: &AnyRow) -> std::result::Result<OutboxMessage, sqlx::Error> {
-    Ok(OutboxMessage {
-        id: r.try_get(0)?,
-        campaign_id: r.try_get(1)?,
-        run_id: r.try_get(2)?,
-        customer_id: r.try_get(3)?,
-        channel: r.try_get(4)?,
-        subject: r.try_get(5)?,
-        body: r.try_get(6)?,
-        idempotency_key: r.try_get(7)?,
-        status: r.try_get(8)?,
-        attempts: r.try_get(9)?,
-        create_time: r.try_get(10)?,
-        deliver_time: r.try_get(11)?,
     })
 }
 
@@ -638,59 +587,52 @@ impl Store {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// The live (not erased, not merged) customers among `ids`.
+    /// The live (not erased, not merged) customers among `ids`, in id order (one query).
     pub async fn live_customers(&self, ids: &[i64]) -> Result<Vec<Customer>> {
-        let mut conn = self.pool.acquire().await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for &id in ids {
-            match load_live(&mut conn, id).await {
-                Ok(c) if c.id == id => out.push(c),
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        self.live_customers_by_id(ids).await
     }
 
-    /// Of `keys`, those already in the outbox.
+    /// Of `keys`, those already in the outbox (one query).
     pub async fn existing_message_keys(&self, keys: &[String]) -> Result<HashSet<String>> {
-        let mut out = HashSet::new();
-        let mut conn = self.pool.acquire().await?;
-        for k in keys {
-            let found: Option<(i64,)> =
-                sqlx::query_as("SELECT id FROM outbox_messages WHERE idempotency_key = $1")
-                    .bind(k.clone())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            if found.is_some() {
-                out.insert(k.clone());
-            }
+        if keys.is_empty() {
+            return Ok(HashSet::new());
         }
-        Ok(out)
+        let sql = format!(
+            "SELECT idempotency_key FROM outbox_messages WHERE idempotency_key IN ({})",
+            json_list(self.backend, 1, "TEXT")
+        );
+        let list = serde_json::to_string(keys)
+            .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
+        let found: Vec<String> = sqlx::query_scalar(&sql)
+            .bind(list)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(found.into_iter().collect())
     }
 
-    /// Messages (any campaign, any status but DEAD) created at or after `since`, per customer.
+    /// Messages (any campaign, any status but DEAD) created at or after `since`, per customer
+    /// (one query).
     pub async fn recent_message_counts(
         &self,
         ids: &[i64],
         since: Micros,
     ) -> Result<HashMap<i64, i64>> {
-        let mut out = HashMap::new();
-        let mut conn = self.pool.acquire().await?;
-        for &id in ids {
-            let (n,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM outbox_messages WHERE customer_id = $1 \
-                 AND create_time >= $2 AND status <> 'DEAD'",
-            )
-            .bind(id)
-            .bind(since)
-            .fetch_one(&mut *conn)
-            .await?;
-            if n > 0 {
-                out.insert(id, n);
-            }
+        if ids.is_empty() {
+            return Ok(HashMap::new());
         }
-        Ok(out)
+        let sql = format!(
+            "SELECT customer_id, COUNT(*) FROM outbox_messages WHERE customer_id IN ({}) \
+             AND create_time >= $2 AND status <> 'DEAD' GROUP BY customer_id",
+            json_list(self.backend, 1, "BIGINT")
+        );
+        let list = serde_json::to_string(ids)
+            .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&sql)
+            .bind(list)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Write one batch of a run in one transaction: its messages (a key already present is
@@ -708,28 +650,56 @@ impl Store {
         now: Micros,
     ) -> Result<CampaignRun> {
         let mut tx = self.write_tx().await?;
-        for m in messages {
-            let done = sqlx::query(
+        // All the batch's messages in one statement, the rows as one JSON parameter; a key
+        // already present is skipped (and counted as already sent).
+        if !messages.is_empty() {
+            let rows: Vec<(i64, &str, &str, &str, &str)> = messages
+                .iter()
+                .map(|m| {
+                    (
+                        m.customer_id,
+                        m.channel.as_str(),
+                        m.subject.as_str(),
+                        m.body.as_str(),
+                        m.idempotency_key.as_str(),
+                    )
+                })
+                .collect();
+            let json = serde_json::to_string(&rows)
+                .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
+            let (from, field) = match self.backend {
+                crate::Backend::Sqlite => (
+                    "json_each($4)",
+                    (|i: usize, _ty: &str| format!("json_extract(value, '$[{i}]')"))
+                        as fn(usize, &str) -> String,
+                ),
+                crate::Backend::Postgres => (
+                    "json_array_elements(CAST($4 AS json)) AS e",
+                    (|i: usize, ty: &str| format!("CAST(e->>{i} AS {ty})"))
+                        as fn(usize, &str) -> String,
+                ),
+            };
+            let sql = format!(
                 "INSERT INTO outbox_messages (campaign_id, run_id, customer_id, channel, \
                  subject, body, idempotency_key, status, attempts, create_time) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'QUEUED', 0, $8) \
+                 SELECT $1, $2, {}, {}, {}, {}, {}, 'QUEUED', 0, $3 FROM {from} WHERE true \
                  ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .bind(campaign_id)
-            .bind(run_id)
-            .bind(m.customer_id)
-            .bind(m.channel.clone())
-            .bind(m.subject.clone())
-            .bind(m.body.clone())
-            .bind(m.idempotency_key.clone())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() > 0 {
-                counters.queued += 1;
-            } else {
-                counters.suppressed_already_sent += 1;
-            }
+                field(0, "BIGINT"),
+                field(1, "TEXT"),
+                field(2, "TEXT"),
+                field(3, "TEXT"),
+                field(4, "TEXT"),
+            );
+            let done = sqlx::query(&sql)
+                .bind(campaign_id)
+                .bind(run_id)
+                .bind(now)
+                .bind(json)
+                .execute(&mut *tx)
+                .await?;
+            let inserted = done.rows_affected() as i64;
+            counters.queued += inserted;
+            counters.suppressed_already_sent += messages.len() as i64 - inserted;
         }
         crate::triggers::insert_holdouts(&mut tx, campaign_id, run_id, holdouts, now).await?;
         let (last_customer_id, last_event_id) = match position {
@@ -799,123 +769,6 @@ impl Store {
         let run = run_from_row(&row)?;
         tx.commit().await?;
         Ok(run)
-    }
-
-    // ---- the outbox --------------------------------------------------------------------------
-
-    pub async fn get_message(&self, id: i64) -> Result<OutboxMessage> {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE id = $1");
-        match sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        {
-            Some(r) => Ok(message_from_row(&r)?),
-            None => Err(StoreError::NotFound(message_name(id))),
-        }
-    }
-
-    /// A page of a campaign's or a customer's messages, by id.
-    pub async fn list_messages(
-        &self,
-        parent: MessageParent,
-        page_size: usize,
-        after: Option<&Cursor>,
-    ) -> Result<(Vec<OutboxMessage>, Option<Cursor>)> {
-        let after = after_id(after)?;
-        let (column, id) = match parent {
-            MessageParent::Campaign(id) => {
-                self.get_campaign(id).await?;
-                ("campaign_id", id)
-            }
-            MessageParent::Customer(id) => ("customer_id", id),
-        };
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE {column} = $1 AND id > $2 \
-             ORDER BY id LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(id)
-            .bind(after)
-            .bind(page_size as i64 + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = rows
-            .iter()
-            .map(message_from_row)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let next = if out.len() > page_size {
-            out.truncate(page_size);
-            out.last().map(|m| Cursor::Int(m.id, m.id))
-        } else {
-            None
-        };
-        Ok((out, next))
-    }
-
-    /// Claim up to `limit` messages to deliver: QUEUED ones, and SENDING ones whose lease
-    /// (taken before `lease_expired_before`) ran out. They become SENDING with lease `now`.
-    pub async fn claim_messages(
-        &self,
-        limit: usize,
-        now: Micros,
-        lease_expired_before: Micros,
-    ) -> Result<Vec<OutboxMessage>> {
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE outbox_messages SET status = 'SENDING', lease_time = $1, \
-             attempts = attempts + 1 WHERE id IN (SELECT id FROM outbox_messages \
-             WHERE status = 'QUEUED' OR (status = 'SENDING' AND lease_time < $2) \
-             ORDER BY id LIMIT $3{lock}) RETURNING {MESSAGE_COLUMNS}"
-        );
-        // Look before taking the write lock: an idle dispatcher polls often, and an empty
-        // write transaction would still queue behind writers and retire the read cache.
-        let due: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM outbox_messages WHERE status = 'QUEUED' \
-             OR (status = 'SENDING' AND lease_time < $1) LIMIT 1",
-        )
-        .bind(lease_expired_before)
-        .fetch_optional(&self.pool)
-        .await?;
-        if due.is_none() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.write_tx().await?;
-        let rows = sqlx::query(&sql)
-            .bind(now)
-            .bind(lease_expired_before)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut out = rows
-            .iter()
-            .map(message_from_row)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        tx.commit().await?;
-        out.sort_by_key(|m| m.id);
-        Ok(out)
-    }
-
-    /// Record the outcome of deliveries: `DELIVERED` (with the time) or back to `QUEUED`.
-    pub async fn mark_messages(&self, ids: &[i64], status: &str, now: Micros) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        for &id in ids {
-            sqlx::query(
-                "UPDATE outbox_messages SET status = $1, lease_time = NULL, \
-                 deliver_time = CASE WHEN $1 = 'DELIVERED' THEN $2 ELSE deliver_time END \
-                 WHERE id = $3 AND status = 'SENDING'",
-            )
-            .bind(status.to_string())
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 }
 

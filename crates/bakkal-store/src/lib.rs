@@ -17,6 +17,7 @@ mod interactions;
 mod loyalty;
 mod offers;
 mod orders;
+mod outbox;
 mod page;
 mod products;
 mod scripts;
@@ -39,7 +40,7 @@ pub use articles::{
 };
 pub use campaigns::{
     campaign_name, campaign_run_name, message_name, BatchPosition, Campaign, CampaignFields,
-    CampaignRun, MessageParent, NewHoldout, NewMessage, OutboxMessage, RunCounters, Trigger,
+    CampaignRun, NewHoldout, NewMessage, RunCounters, Trigger,
 };
 pub use customers::{
     CustomerQuery, DuplicateCandidate, CUSTOMER_FILTER_FIELDS, CUSTOMER_SORT_FIELDS,
@@ -57,6 +58,7 @@ pub use loyalty::{
     Shortfall, StoredProgram, EXPIRING_SOON_DAYS,
 };
 pub use offers::{OfferCampaign, OfferFingerprint};
+pub use outbox::{DeliveryOutcome, MessageParent, OutboxMessage};
 pub use page::Cursor;
 pub use scripts::{
     script_name, script_revision_name, NewScript, Script, ScriptChanges, ScriptRevision,

@@ -308,6 +308,17 @@ fn json_agg(backend: crate::Backend, expr: &str, order: &str) -> String {
     }
 }
 
+/// `SELECT value FROM …` over the elements of the JSON array parameter `$n` (numbers or
+/// strings), cast to `ty` on PostgreSQL: a whole id or key list as one bound parameter.
+pub(crate) fn json_list(backend: crate::Backend, n: usize, ty: &str) -> String {
+    match backend {
+        crate::Backend::Sqlite => format!("SELECT value FROM json_each(${n})"),
+        crate::Backend::Postgres => {
+            format!("SELECT CAST(value AS {ty}) FROM json_array_elements_text(CAST(${n} AS json))")
+        }
+    }
+}
+
 /// Rows of a JSON array parameter `$n` (each element `value` on SQLite, `e` on PostgreSQL):
 /// the FROM clause and an accessor for element `i` cast to `ty`.
 fn json_rows(backend: crate::Backend, n: usize) -> String {
@@ -654,6 +665,43 @@ impl Store {
     }
 
     // ---- evaluation batches ----------------------------------------------------------------
+
+    /// The live (not erased, not merged) customers among `ids`, in id order, with one query
+    /// (one row: the customers as a JSON array).
+    pub(crate) async fn live_customers_by_id(
+        &self,
+        ids: &[i64],
+    ) -> Result<Vec<bakkal_domain::Customer>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {} FROM (SELECT {CUSTOMER_COLUMNS}, CAST(NULL AS TEXT) AS tier FROM customers \
+             WHERE merged_into IS NULL AND deleted_time IS NULL AND id IN ({})) t",
+            json_agg(
+                self.backend,
+                &format!(
+                    "{f}({f}({GROUP_A}), {f}({GROUP_B}))",
+                    f = json_array(self.backend)
+                ),
+                "id"
+            ),
+            json_list(self.backend, 1, "BIGINT")
+        );
+        let list = serde_json::to_string(ids).map_err(decode_error)?;
+        let text: String = sqlx::query(&sql)
+            .bind(list)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let rows: Vec<(RowA, RowB)> = serde_json::from_str(&text).map_err(decode_error)?;
+        let mut out: Vec<bakkal_domain::Customer> = rows
+            .into_iter()
+            .map(|(a, b)| customer_from_json(a, b).customer)
+            .collect();
+        out.sort_unstable_by_key(|c| c.id);
+        Ok(out)
+    }
 
     /// Live customers with id > `after` matching the base filter, in id order, at most
     /// `limit`, each with its tier and (when `with_orders`) its orders, read with one more

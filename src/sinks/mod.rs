@@ -1,0 +1,61 @@
+//! Channel sinks: where the dispatcher hands claimed outbox messages. Each sink answers per
+//! message whether it was delivered, should be retried (a passing fault: timeouts, refused
+//! connections, 5xx, 408, 429, a missing JetStream ack) or was refused for good (other 4xx).
+//! The dispatcher turns those answers into DELIVERED, FAILED with a backoff, or DEAD.
+
+pub mod file;
+pub mod nats;
+pub mod webhook;
+
+use bakkal_domain::name::customer_name;
+use bakkal_store::{campaign_name, OutboxMessage};
+
+/// What became of one message in one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered,
+    /// A passing fault: try again later (until the attempts run out).
+    Retry(String),
+    /// Refused for good: dead-letter it now.
+    Reject(String),
+}
+
+/// One configured sink.
+pub enum Sink {
+    File(file::FileSink),
+    Webhook(webhook::WebhookSink),
+    Nats(nats::NatsSink),
+}
+
+impl Sink {
+    /// Deliver `messages`; one answer per message, in order.
+    pub async fn deliver(&self, messages: &[OutboxMessage]) -> Vec<Attempt> {
+        match self {
+            Sink::File(s) => s.deliver(messages).await,
+            Sink::Webhook(s) => s.deliver(messages).await,
+            Sink::Nats(s) => s.deliver(messages).await,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Sink::File(s) => format!("file:{}", s.path().display()),
+            Sink::Webhook(s) => format!("webhook:{}", s.url()),
+            Sink::Nats(s) => format!("nats:{}", s.prefix()),
+        }
+    }
+}
+
+/// The JSON every sink writes for a message (a file line, a webhook body, a NATS payload).
+pub fn payload(m: &OutboxMessage) -> serde_json::Value {
+    serde_json::json!({
+        "name": m.name(),
+        "campaign": campaign_name(m.campaign_id),
+        "customer": customer_name(m.customer_id),
+        "channel": m.channel,
+        "subject": m.subject,
+        "body": m.body,
+        "idempotency_key": m.idempotency_key,
+        "attempt": m.attempts,
+    })
+}

@@ -1,0 +1,626 @@
+//! Outbox delivery through a real server and client, on every configured backend: the webhook
+//! sink against an HTTP server inside the test (retries with backoff, dead letters), the NATS
+//! JetStream sink against the local NATS server (each message in the stream exactly once),
+//! WatchCampaignRun, and ListMessages following customer merges.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bakkal::config::{Config, SinkKind};
+use bakkal::proto::campaign_service_client::CampaignServiceClient;
+use bakkal::proto::script_service_client::ScriptServiceClient;
+use bakkal::proto::segment_service_client::SegmentServiceClient;
+use bakkal::proto::{self, CampaignStrategy, MessageChannel, MessageStatus};
+use common::{Backend, TestServer};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tonic::Code;
+
+fn campaigns(server: &TestServer) -> CampaignServiceClient<Channel> {
+    CampaignServiceClient::new(server.channel.clone())
+}
+
+// ---- a tiny HTTP/1.1 webhook receiver ---------------------------------------------------------
+
+/// One request the receiver saw.
+#[derive(Debug, Clone)]
+struct Seen {
+    idempotency_key: String,
+    body: serde_json::Value,
+    status: u16,
+}
+
+/// Answers request `n` (0-based, over all connections) with `plan(n)`; keeps connections
+/// alive; records every request.
+struct Receiver {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(plan: fn(usize) -> u16) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let _ = serve(socket, plan, log).await;
+                });
+            }
+        });
+        Receiver { url, seen, task }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    socket: tokio::net::TcpStream,
+    plan: fn(usize) -> u16,
+    log: Arc<Mutex<Vec<Seen>>>,
+) -> std::io::Result<()> {
+    let (read, mut write) = socket.into_split();
+    let mut read = BufReader::new(read);
+    loop {
+        let mut line = String::new();
+        if read.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        assert!(line.starts_with("POST /hook "), "request line {line:?}");
+        let (mut length, mut key) = (0usize, String::new());
+        loop {
+            let mut header = String::new();
+            read.read_line(&mut header).await?;
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                    "idempotency-key" => key = value.trim().to_string(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        read.read_exact(&mut body).await?;
+        let status = {
+            let mut log = log.lock().unwrap();
+            let status = plan(log.len());
+            log.push(Seen {
+                idempotency_key: key,
+                body: serde_json::from_slice(&body).expect("JSON body"),
+                status,
+            });
+            status
+        };
+        let text = format!("status {status}");
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        write.write_all(response.as_bytes()).await?;
+    }
+}
+
+// ---- campaign set-up ----------------------------------------------------------------------------
+
+async fn create_script(server: &TestServer, kind: proto::ScriptKind, source: &str) -> String {
+    ScriptServiceClient::new(server.channel.clone())
+        .create_script(proto::CreateScriptRequest {
+            script: Some(proto::Script {
+                display_name: "rule".into(),
+                kind: kind as i32,
+                source: source.into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create script")
+        .into_inner()
+        .name
+}
+
+/// `n` customers who consent to email; their names.
+async fn customers(server: &TestServer, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let c = server
+            .customers()
+            .create_customer(proto::CreateCustomerRequest {
+                customer: Some(proto::Customer {
+                    display_name: format!("Customer {i}"),
+                    email: format!("d{i}@example.com"),
+                    consent: Some(proto::ChannelConsents {
+                        email: Some(proto::Consent {
+                            granted: true,
+                            update_time: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("create customer")
+            .into_inner();
+        out.push(c.name);
+    }
+    out
+}
+
+/// A campaign over everyone (refreshed now) on email; its name.
+async fn email_campaign(server: &TestServer) -> String {
+    let rule = create_script(server, proto::ScriptKind::Segment, "fn matches(c) { true }").await;
+    let mut seg = SegmentServiceClient::new(server.channel.clone());
+    let s = seg
+        .create_segment(proto::CreateSegmentRequest {
+            segment: Some(proto::Segment {
+                display_name: "everyone".into(),
+                script: rule,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create segment")
+        .into_inner();
+    seg.refresh_segment(proto::RefreshSegmentRequest {
+        name: s.name.clone(),
+        interpreter_only: false,
+    })
+    .await
+    .expect("refresh");
+    let script = create_script(
+        server,
+        proto::ScriptKind::Message,
+        "fn message(c, event) { message(\"email\", \"Hello\", \"Hi \" + c.display_name) }",
+    )
+    .await;
+    campaigns(server)
+        .create_campaign(proto::CreateCampaignRequest {
+            campaign: Some(proto::Campaign {
+                display_name: "Delivery".into(),
+                strategy: CampaignStrategy::Loyalty as i32,
+                audience: s.name,
+                message_script: script,
+                channel: MessageChannel::Email as i32,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create campaign")
+        .into_inner()
+        .name
+}
+
+async fn launch(server: &TestServer, campaign: &str) -> String {
+    campaigns(server)
+        .launch_campaign(proto::LaunchCampaignRequest {
+            name: campaign.into(),
+        })
+        .await
+        .expect("launch")
+        .into_inner()
+        .name
+}
+
+async fn list(server: &TestServer, parent: &str) -> Vec<proto::Message> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = campaigns(server)
+            .list_messages(proto::ListMessagesRequest {
+                parent: parent.into(),
+                page_size: 3,
+                page_token: token,
+            })
+            .await
+            .expect("list messages")
+            .into_inner();
+        out.extend(page.messages);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Wait (bounded) until the campaign has `n` messages, none of them QUEUED, SENDING or FAILED.
+async fn settled(server: &TestServer, campaign: &str, n: usize) -> Vec<proto::Message> {
+    let open = [
+        MessageStatus::Queued as i32,
+        MessageStatus::Sending as i32,
+        MessageStatus::Failed as i32,
+    ];
+    for _ in 0..600 {
+        let all = list(server, campaign).await;
+        if all.len() == n && all.iter().all(|m| !open.contains(&m.status)) {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "messages of {campaign} did not settle: {:?}",
+        list(server, campaign).await
+    );
+}
+
+/// Run `body` on SQLite and, when configured, PostgreSQL, with `tweak` on the configuration.
+async fn on_both<F, Fut>(tweak: impl Fn(&mut Config), body: F)
+where
+    F: Fn(TestServer) -> Fut,
+    Fut: std::future::Future<Output = TestServer>,
+{
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(server) = TestServer::start_with(backend, &tweak).await else {
+            eprintln!("BAKKAL_TEST_POSTGRES_URL not set: PostgreSQL run skipped");
+            continue;
+        };
+        body(server).await.stop().await;
+    }
+}
+
+fn webhook(url: &str, max_attempts: u32, backoff_ms: u64) -> impl Fn(&mut Config) + '_ {
+    move |c: &mut Config| {
+        c.delivery.sinks = vec![("email".into(), SinkKind::Webhook(url.to_string()))];
+        c.delivery.max_attempts = max_attempts;
+        c.delivery.backoff_base = Duration::from_millis(backoff_ms);
+        c.delivery.backoff_max = Duration::from_millis(backoff_ms * 4);
+        c.delivery.poll_interval = Duration::from_millis(20);
+    }
+}
+
+// ---- webhook ------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_retries_until_delivered_once() {
+    let rx = Receiver::start(|n| if n < 2 { 503 } else { 200 }).await;
+    let rx = &rx;
+    on_both(webhook(&rx.url, 5, 30), |server| async move {
+        rx.seen.lock().unwrap().clear();
+        customers(&server, 1).await;
+        let campaign = email_campaign(&server).await;
+        launch(&server, &campaign).await;
+        let done = settled(&server, &campaign, 1).await;
+        let m = &done[0];
+        assert_eq!(m.status, MessageStatus::Delivered as i32, "{m:?}");
+        assert_eq!(m.attempts, 3);
+        assert!(m.deliver_time.is_some());
+        assert!(m.last_error.is_empty(), "{m:?}");
+        assert!(m.next_attempt_time.is_none());
+        let seen = rx.seen();
+        assert_eq!(
+            seen.iter().map(|s| s.status).collect::<Vec<_>>(),
+            [503, 503, 200]
+        );
+        for s in &seen {
+            assert_eq!(s.idempotency_key, m.idempotency_key);
+            assert_eq!(s.body["name"], m.name.as_str());
+            assert_eq!(s.body["body"], "Hi Customer 0");
+        }
+        assert!(
+            !server.outbox_file.exists(),
+            "email went to the webhook, not the file"
+        );
+        server
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_that_keeps_failing_is_dead_lettered_after_max_attempts() {
+    let rx = Receiver::start(|_| 500).await;
+    let rx = &rx;
+    on_both(webhook(&rx.url, 3, 300), |server| async move {
+        rx.seen.lock().unwrap().clear();
+        customers(&server, 1).await;
+        let campaign = email_campaign(&server).await;
+        launch(&server, &campaign).await;
+        // between attempts it is FAILED, with the error and the time of the next attempt
+        let mut saw_failed = false;
+        for _ in 0..400 {
+            let all = list(&server, &campaign).await;
+            if let Some(m) = all.first() {
+                if m.status == MessageStatus::Failed as i32 {
+                    assert!(m.last_error.contains("500"), "{m:?}");
+                    assert!(m.next_attempt_time.is_some(), "{m:?}");
+                    saw_failed = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(saw_failed, "never saw the message FAILED between attempts");
+        let done = settled(&server, &campaign, 1).await;
+        let m = &done[0];
+        assert_eq!(m.status, MessageStatus::Dead as i32, "{m:?}");
+        assert_eq!(m.attempts, 3);
+        assert!(m.last_error.contains("HTTP 500"), "{m:?}");
+        assert!(m.last_error.contains("after 3 attempts"), "{m:?}");
+        assert!(m.deliver_time.is_none());
+        assert_eq!(rx.seen().len(), 3);
+        server
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_refusal_is_dead_at_once() {
+    let rx = Receiver::start(|_| 400).await;
+    let rx = &rx;
+    on_both(webhook(&rx.url, 5, 30), |server| async move {
+        rx.seen.lock().unwrap().clear();
+        customers(&server, 2).await;
+        let campaign = email_campaign(&server).await;
+        launch(&server, &campaign).await;
+        let done = settled(&server, &campaign, 2).await;
+        for m in &done {
+            assert_eq!(m.status, MessageStatus::Dead as i32, "{m:?}");
+            assert_eq!(m.attempts, 1);
+            assert!(m.last_error.contains("HTTP 400"), "{m:?}");
+            // GetMessage tells the same
+            let got = campaigns(&server)
+                .get_message(proto::GetMessageRequest {
+                    name: m.name.clone(),
+                })
+                .await
+                .expect("get message")
+                .into_inner();
+            assert_eq!(got.status, MessageStatus::Dead as i32);
+            assert_eq!(got.last_error, m.last_error);
+        }
+        // no retry comes later
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(rx.seen().len(), 2);
+        server
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_webhook_is_retried_then_dead() {
+    // a port nobody listens on: connection refused is a passing fault
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/hook");
+    on_both(webhook(&url, 2, 20), |server| async move {
+        customers(&server, 1).await;
+        let campaign = email_campaign(&server).await;
+        launch(&server, &campaign).await;
+        let m = settled(&server, &campaign, 1).await.remove(0);
+        assert_eq!(m.status, MessageStatus::Dead as i32, "{m:?}");
+        assert_eq!(m.attempts, 2);
+        assert!(m.last_error.contains("after 2 attempts"), "{m:?}");
+        server
+    })
+    .await;
+}
+
+// ---- NATS JetStream -------------------------------------------------------------------------------
+
+const NATS_URL: &str = "nats://127.0.0.1:4222";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stream_holds_each_message_exactly_once() {
+    use futures::StreamExt as _;
+    let Ok(client) = tokio::time::timeout(Duration::from_secs(2), async_nats::connect(NATS_URL))
+        .await
+        .map_err(|_| ())
+        .and_then(|r| r.map_err(|_| ()))
+    else {
+        eprintln!("NATS is not reachable at {NATS_URL}: NATS delivery test skipped");
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("bakkaltest.{tag}");
+        let stream = format!("BAKKALTEST_{tag}");
+        let (p, s) = (prefix.clone(), stream.clone());
+        let Some(server) = TestServer::start_with(backend, move |c| {
+            c.delivery.sinks = vec![("*".into(), SinkKind::Nats)];
+            c.delivery.nats_url = NATS_URL.into();
+            c.delivery.nats_subject_prefix = p;
+            c.delivery.nats_stream = Some(s);
+            c.delivery.poll_interval = Duration::from_millis(20);
+        })
+        .await
+        else {
+            eprintln!("BAKKAL_TEST_POSTGRES_URL not set: PostgreSQL run skipped");
+            continue;
+        };
+        customers(&server, 7).await;
+        let campaign = email_campaign(&server).await;
+        launch(&server, &campaign).await;
+        let done = settled(&server, &campaign, 7).await;
+        assert!(done
+            .iter()
+            .all(|m| m.status == MessageStatus::Delivered as i32 && m.attempts == 1));
+
+        // publish one again by hand with the same message id: JetStream drops it
+        let again = async_nats::jetstream::message::PublishMessage::build()
+            .payload("duplicate".into())
+            .message_id(&done[0].idempotency_key);
+        let ack = js
+            .send_publish(format!("{prefix}.email"), again)
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        assert!(ack.duplicate);
+
+        let mut st = js.get_stream(&stream).await.expect("stream was created");
+        assert_eq!(st.info().await.expect("info").state.messages, 7);
+        let consumer = st
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut batch = consumer
+            .fetch()
+            .max_messages(100)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .expect("fetch");
+        let mut keys = Vec::new();
+        while let Some(m) = batch.next().await {
+            let m = m.expect("message");
+            assert_eq!(m.subject.as_str(), format!("{prefix}.email"));
+            let id = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_string())
+                .expect("Nats-Msg-Id");
+            let body: serde_json::Value = serde_json::from_slice(&m.payload).expect("JSON");
+            assert_eq!(body["idempotency_key"], id.as_str());
+            keys.push(id);
+        }
+        keys.sort();
+        let mut want: Vec<String> = done.iter().map(|m| m.idempotency_key.clone()).collect();
+        want.sort();
+        assert_eq!(keys, want, "each message exactly once");
+        let _ = js.delete_stream(&stream).await;
+        server.stop().await;
+    }
+}
+
+// ---- WatchCampaignRun -------------------------------------------------------------------------------
+
+async fn watch_streams_the_run_until_it_ends(server: &TestServer) {
+    customers(server, 12).await;
+    let campaign = email_campaign(server).await;
+    let run = launch(server, &campaign).await;
+    let mut stream = campaigns(server)
+        .watch_campaign_run(proto::WatchCampaignRunRequest { name: run.clone() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut seen = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(r) = stream.message().await.expect("stream item") {
+            seen.push(r);
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream did not end: {seen:?}");
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|r| r.name == run));
+    let last = seen.last().unwrap();
+    assert_eq!(last.state, "COMPLETED");
+    assert_eq!(last.counters.as_ref().unwrap().queued, 12);
+    // each item differs from the one before, counters only grow
+    for w in seen.windows(2) {
+        assert_ne!(w[0], w[1]);
+        let (a, b) = (
+            w[0].counters.as_ref().unwrap(),
+            w[1].counters.as_ref().unwrap(),
+        );
+        assert!(b.evaluated >= a.evaluated && b.queued >= a.queued);
+    }
+    // an ended run: one item, then the end
+    let mut again = campaigns(server)
+        .watch_campaign_run(proto::WatchCampaignRunRequest { name: run.clone() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = again.message().await.expect("first item").expect("an item");
+    assert_eq!(&first, last);
+    assert!(again.message().await.expect("end").is_none());
+
+    let missing = campaigns(server)
+        .watch_campaign_run(proto::WatchCampaignRunRequest {
+            name: format!("{campaign}/runs/999"),
+        })
+        .await
+        .expect_err("no such run");
+    assert_eq!(missing.code(), Code::NotFound);
+    let bad = campaigns(server)
+        .watch_campaign_run(proto::WatchCampaignRunRequest {
+            name: "runs/1".into(),
+        })
+        .await
+        .expect_err("bad name");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+// ---- ListMessages follows merges ---------------------------------------------------------------------
+
+async fn customer_messages_follow_merges(server: &TestServer) {
+    let people = customers(server, 3).await;
+    let campaign = email_campaign(server).await;
+    launch(server, &campaign).await;
+    settled(server, &campaign, 3).await;
+    let (a, b, c) = (&people[0], &people[1], &people[2]);
+    assert_eq!(list(server, a).await.len(), 1);
+
+    // b into a, then a into c: c now has all three, and a's and b's names list c's
+    for (primary, duplicate) in [(a, b), (c, a)] {
+        server
+            .customers()
+            .merge_customers(proto::MergeCustomersRequest {
+                primary: primary.clone(),
+                duplicate: duplicate.clone(),
+            })
+            .await
+            .expect("merge");
+    }
+    let of_c = list(server, c).await;
+    let mut owners: Vec<&str> = of_c.iter().map(|m| m.customer.as_str()).collect();
+    owners.sort();
+    let mut want = vec![a.as_str(), b.as_str(), c.as_str()];
+    want.sort();
+    assert_eq!(owners, want);
+    // oldest first, across the merged customers
+    let id =
+        |m: &proto::Message| -> i64 { m.name.trim_start_matches("messages/").parse().unwrap() };
+    assert!(of_c.windows(2).all(|w| id(&w[0]) < id(&w[1])));
+    for merged in [a, b] {
+        let names: Vec<String> = list(server, merged)
+            .await
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        let want: Vec<String> = of_c.iter().map(|m| m.name.clone()).collect();
+        assert_eq!(names, want, "{merged} lists its primary's messages");
+    }
+    let missing = campaigns(server)
+        .list_messages(proto::ListMessagesRequest {
+            parent: "customers/99999".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such customer");
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
+on_both_backends!(
+    watch_streams_the_run_until_it_ends,
+    customer_messages_follow_merges
+);
