@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bakkal_domain::name::{customer_name, parse_id};
+use bakkal_domain::ticket::ticket_name;
 use bakkal_domain::time::now_micros;
 use bakkal_domain::ValidationError;
 use bakkal_engine::EngineError;
@@ -498,9 +499,21 @@ fn run_to_proto(r: &CampaignRun) -> proto::CampaignRun {
 fn message_to_proto(m: &OutboxMessage) -> proto::Message {
     proto::Message {
         name: m.name(),
-        campaign: campaign_name(m.campaign_id),
-        run: campaign_run_name(m.campaign_id, m.run_id),
-        customer: customer_name(m.customer_id),
+        campaign: if m.campaign_id != 0 {
+            campaign_name(m.campaign_id)
+        } else {
+            String::new()
+        },
+        run: if m.campaign_id != 0 {
+            campaign_run_name(m.campaign_id, m.run_id)
+        } else {
+            String::new()
+        },
+        customer: if m.customer_id != 0 {
+            customer_name(m.customer_id)
+        } else {
+            String::new()
+        },
         channel: channel_enum(&m.channel) as i32,
         subject: m.subject.clone(),
         body: m.body.clone(),
@@ -511,6 +524,8 @@ fn message_to_proto(m: &OutboxMessage) -> proto::Message {
         deliver_time: opt_timestamp(m.deliver_time),
         last_error: m.last_error.clone(),
         next_attempt_time: opt_timestamp(m.next_attempt_time),
+        ticket: m.ticket_id.map(ticket_name).unwrap_or_default(),
+        recipient: m.recipient.clone(),
     }
 }
 

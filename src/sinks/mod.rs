@@ -8,6 +8,7 @@ pub mod nats;
 pub mod webhook;
 
 use bakkal_domain::name::customer_name;
+use bakkal_domain::ticket::ticket_name;
 use bakkal_store::{campaign_name, OutboxMessage};
 
 /// What became of one message in one attempt.
@@ -47,15 +48,29 @@ impl Sink {
 }
 
 /// The JSON every sink writes for a message (a file line, a webhook body, a NATS payload).
+///
+/// A campaign message names its `campaign`; a service-desk message its `ticket`. A message to
+/// the customer names the `customer`; a reminder to staff its `recipient` (an agent or team).
 pub fn payload(m: &OutboxMessage) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "name": m.name(),
-        "campaign": campaign_name(m.campaign_id),
-        "customer": customer_name(m.customer_id),
         "channel": m.channel,
         "subject": m.subject,
         "body": m.body,
         "idempotency_key": m.idempotency_key,
         "attempt": m.attempts,
-    })
+    });
+    if m.campaign_id != 0 {
+        v["campaign"] = campaign_name(m.campaign_id).into();
+    }
+    if let Some(t) = m.ticket_id {
+        v["ticket"] = ticket_name(t).into();
+    }
+    if m.customer_id != 0 {
+        v["customer"] = customer_name(m.customer_id).into();
+    }
+    if !m.recipient.is_empty() {
+        v["recipient"] = m.recipient.clone().into();
+    }
+    v
 }

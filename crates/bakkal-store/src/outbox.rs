@@ -34,6 +34,11 @@ pub struct OutboxMessage {
     pub last_error: String,
     /// When a FAILED message is tried again (`None` otherwise).
     pub next_attempt_time: Option<Micros>,
+    /// The service-desk ticket the message belongs to (`campaign_id` is 0 then).
+    pub ticket_id: Option<i64>,
+    /// An agent or team the message is addressed to (`agents/{id}`, `teams/{id}`; `customer_id`
+    /// is 0 then); '' for a message to the customer.
+    pub recipient: String,
 }
 
 impl OutboxMessage {
@@ -68,7 +73,7 @@ pub enum DeliveryOutcome {
 
 pub(crate) const MESSAGE_COLUMNS: &str = "id, campaign_id, run_id, customer_id, channel, \
      subject, body, idempotency_key, status, attempts, create_time, deliver_time, last_error, \
-     next_attempt_time";
+     next_attempt_time, ticket_id, recipient";
 
 pub(crate) fn message_from_row(r: &AnyRow) -> std::result::Result<OutboxMessage, sqlx::Error> {
     let status: String = r.try_get(8)?;
@@ -88,6 +93,8 @@ pub(crate) fn message_from_row(r: &AnyRow) -> std::result::Result<OutboxMessage,
         create_time: r.try_get(10)?,
         deliver_time: r.try_get(11)?,
         last_error: r.try_get(12)?,
+        ticket_id: r.try_get(14)?,
+        recipient: r.try_get(15)?,
     })
 }
 
