@@ -18,6 +18,8 @@ CREATE TABLE agents (
     display_name    TEXT    NOT NULL,
     email           TEXT    NOT NULL UNIQUE,
     active          BIGINT NOT NULL DEFAULT 1,
+    -- open (NEW, OPEN, WAITING_ON_CUSTOMER) tickets assigned: routing picks the least busy
+    open_tickets    BIGINT NOT NULL DEFAULT 0,
     version         BIGINT NOT NULL DEFAULT 1,
     create_time     BIGINT NOT NULL,
     update_time     BIGINT NOT NULL

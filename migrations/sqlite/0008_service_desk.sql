@@ -18,6 +18,8 @@ CREATE TABLE agents (
     display_name    TEXT    NOT NULL,
     email           TEXT    NOT NULL UNIQUE,
     active          INTEGER NOT NULL DEFAULT 1,
+    -- open (NEW, OPEN, WAITING_ON_CUSTOMER) tickets assigned: routing picks the least busy
+    open_tickets    INTEGER NOT NULL DEFAULT 0,
     version         INTEGER NOT NULL DEFAULT 1,
     create_time     INTEGER NOT NULL,
     update_time     INTEGER NOT NULL

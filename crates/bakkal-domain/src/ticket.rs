@@ -208,7 +208,9 @@ impl Sla {
             "ON_TRACK"
         }
         .to_string();
-        let unanswered_complaint = kind == "COMPLAINT" && self.first_response_time.is_none();
+        // An unanswered complaint stays listed even when resolved, until answered or closed.
+        let unanswered_complaint =
+            kind == "COMPLAINT" && self.first_response_time.is_none() && state != "CLOSED";
         let listed = matches!(self.status.as_str(), "BREACHED" | "AT_RISK")
             && (is_open(state) || unanswered_complaint);
         self.overdue_key = listed.then(|| {

@@ -237,8 +237,6 @@ pub struct DeskEvent<'a> {
     pub ticket: &'a Ticket,
     pub customer: &'a Customer,
     pub policy: Option<&'a SlaPolicy>,
-    pub team: Option<&'a Team>,
-    pub assignee: Option<&'a Agent>,
 }
 
 /// Writes the messages of a desk event (templates or MESSAGE scripts, in the transport).
@@ -497,13 +495,34 @@ async fn least_busy_agent(conn: &mut AnyConnection, team: i64) -> Result<Option<
     let id: Option<i64> = sqlx::query_scalar(
         "SELECT a.id FROM agents a JOIN agent_teams m ON m.agent_id = a.id \
          WHERE m.team_id = $1 AND a.active = 1 \
-         ORDER BY (SELECT COUNT(*) FROM tickets t WHERE t.assignee_id = a.id \
-         AND t.state IN ('NEW', 'OPEN', 'WAITING_ON_CUSTOMER')), a.id LIMIT 1",
+         ORDER BY a.open_tickets, a.id LIMIT 1",
     )
     .bind(team)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(id)
+}
+
+/// Keep `agents.open_tickets` true when a ticket's assignee or openness changes.
+async fn adjust_load(
+    conn: &mut AnyConnection,
+    before: (Option<i64>, bool),
+    after: (Option<i64>, bool),
+) -> Result<()> {
+    if before == after {
+        return Ok(());
+    }
+    for (agent, delta) in [(before, -1i64), (after, 1)]
+        .into_iter()
+        .filter_map(|((a, open), d)| a.filter(|_| open).map(|a| (a, d)))
+    {
+        sqlx::query("UPDATE agents SET open_tickets = open_tickets + $1 WHERE id = $2")
+            .bind(delta)
+            .bind(agent)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The most specific policy covering the ticket; ties go to the lower id.
@@ -556,6 +575,19 @@ async fn find_contact(
 }
 
 async fn write_ticket(conn: &mut AnyConnection, t: &Ticket) -> Result<Ticket> {
+    let before: Option<(Option<i64>, String)> =
+        sqlx::query_as("SELECT assignee_id, state FROM tickets WHERE id = $1")
+            .bind(t.id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((assignee, state)) = before {
+        adjust_load(
+            conn,
+            (assignee, is_open(&state)),
+            (t.assignee_id, is_open(&t.state)),
+        )
+        .await?;
+    }
     let sql = format!(
         "UPDATE tickets SET subject = $1, description = $2, topic = $3, priority = $4, \
          state = $5, team_id = $6, assignee_id = $7, first_response_used = $8, \
@@ -643,14 +675,6 @@ async fn emit(
         Some(id) => load_policy(conn, id).await.ok(),
         None => None,
     };
-    let team = match t.team_id {
-        Some(id) => load_team(conn, id).await.ok(),
-        None => None,
-    };
-    let assignee = match t.assignee_id {
-        Some(id) => load_agent(conn, id).await.ok(),
-        None => None,
-    };
     let payload = serde_json::json!({
         "ticket": t.name(),
         "kind": t.kind,
@@ -675,8 +699,6 @@ async fn emit(
         ticket: t,
         customer: &customer,
         policy: policy.as_ref(),
-        team: team.as_ref(),
-        assignee: assignee.as_ref(),
     };
     let mut queued = 0;
     for m in notify(&event) {
@@ -1150,6 +1172,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let t = ticket_from_row(&row)?;
+        adjust_load(&mut tx, (None, false), (t.assignee_id, true)).await?;
         let kind = format!("ticket_{}", t.kind.to_lowercase());
         record_interaction(
             &mut tx,
