@@ -88,6 +88,8 @@ impl DeliveryArgs {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up: the size of `Serve` (all the server's flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the gRPC server (migrates the database first).
     Serve {

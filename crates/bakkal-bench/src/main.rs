@@ -14,8 +14,8 @@
 //! The servers run as separate processes (the release `bakkal` binary next to this one), so
 //! their peak memory is their own.
 
-mod desk;
 mod campaign;
+mod desk;
 mod get_customer;
 mod get_offers;
 mod import;
