@@ -12,6 +12,7 @@ use bakkal::config::{Clock, Config, DeskConfig};
 use bakkal::proto::campaign_service_client::CampaignServiceClient;
 use bakkal::proto::customer_service_client::CustomerServiceClient;
 use bakkal::proto::script_service_client::ScriptServiceClient;
+use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::service_desk_service_client::ServiceDeskServiceClient;
 use bakkal::proto::{self, InteractionChannel, SlaStatus, TicketKind, TicketPriority, TicketState};
 use bakkal_domain::time::{days_from_civil, Micros, MICROS_PER_SECOND};
@@ -771,6 +772,114 @@ async fn routing_script(backend: Backend) {
     server.stop().await;
 }
 
+/// The example `scripts/route_vip_complaints.rhai` sends a complaint from the top tier of the
+/// pyramid to the senior team (`teams/2`) at HIGH: the ticket carries the customer's tier rank
+/// (1 at the top) once scores are computed. Every customer here spent under the script's
+/// fallback threshold, so only the rank can route them.
+async fn routing_by_pyramid_tier(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let clock = Clock::manual(utc(2026, 11, 24, 8, 0));
+    let server = Desk::start(&db.url, &clock).await;
+    let mut c = server.desk();
+    let front = team(&mut c, "Front").await;
+    let senior = team(&mut c, "Senior").await;
+    assert_eq!(senior, "teams/2", "the example script names teams/2");
+    agent(&mut c, "f@desk.example.com", &[&front]).await;
+    agent(&mut c, "s@desk.example.com", &[&senior]).await;
+    let mut customers = CustomerServiceClient::new(server.channel.clone());
+    for i in 1..=20 {
+        let created = customers
+            .create_customer(proto::CreateCustomerRequest {
+                customer: Some(proto::Customer {
+                    display_name: format!("Customer {i}"),
+                    email: format!("c{i}@example.com"),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await
+            .expect("create customer")
+            .into_inner();
+        customers
+            .record_order(proto::RecordOrderRequest {
+                parent: created.name,
+                order: Some(proto::Order {
+                    order_id: format!("O-{i}"),
+                    currency: "TRY".into(),
+                    lines: vec![proto::OrderLine {
+                        sku: "SKU-1".into(),
+                        category: "tea".into(),
+                        quantity: 1,
+                        unit_price: 100.0 * i as f64,
+                    }],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("record order");
+    }
+    // a pyramid of two tiers: the top 10 % (two of the twenty) and the rest
+    let mut segments = SegmentServiceClient::new(server.channel.clone());
+    segments
+        .set_value_model(proto::SetValueModelRequest {
+            value_model: Some(proto::ValueModel {
+                weights: [("monetary".to_string(), 1.0)].into(),
+                tiers: vec![
+                    proto::ValueTier {
+                        display_name: "Top".into(),
+                        percent: 10.0,
+                    },
+                    proto::ValueTier {
+                        display_name: "Rest".into(),
+                        percent: 90.0,
+                    },
+                ],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("set value model");
+    segments
+        .compute_scores(proto::ComputeScoresRequest {})
+        .await
+        .expect("compute scores");
+    let source = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/route_vip_complaints.rhai"
+    ))
+    .expect("example script");
+    ScriptServiceClient::new(server.channel.clone())
+        .create_script(proto::CreateScriptRequest {
+            script: Some(proto::Script {
+                display_name: "VIP complaints".into(),
+                kind: proto::ScriptKind::Routing as i32,
+                source,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create script");
+    // c20 spent most: the top tier
+    let top = c
+        .create_ticket(complaint("c20@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(top.team, senior);
+    assert_eq!(top.priority, TicketPriority::High as i32);
+    let low = c
+        .create_ticket(complaint("c1@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(low.team, front);
+    assert_eq!(low.priority, TicketPriority::Normal as i32);
+    server.stop().await;
+}
+
 /// A configured MESSAGE script writes the desk's messages: it sees the customer and the
 /// ticket in the event; `()` sends nothing.
 async fn message_script_writes_the_acknowledgement(backend: Backend) {
@@ -1012,6 +1121,7 @@ both!(
     unknown_contact_becomes_a_prospect,
     default_routing,
     routing_script,
+    routing_by_pyramid_tier,
     message_script_writes_the_acknowledgement,
     bad_input,
 );

@@ -73,6 +73,20 @@ pub async fn route(
     } else {
         None
     };
+    // The tier's place in the pyramid, 1 at the top, from the value model's tiers.
+    let tier_rank = match &tier {
+        Some(name) => {
+            let model = bakkal_engine::model::ValueModel::from_stored(
+                store.get_value_model().await.map_err(from_store)?,
+            );
+            model
+                .tiers
+                .iter()
+                .position(|t| &t.name == name)
+                .map(|i| i as i64 + 1)
+        }
+        None => None,
+    };
     let ticket = ScriptTicket {
         id: 0,
         kind: new.kind.clone(),
@@ -86,7 +100,7 @@ pub async fn route(
         team: new.team_id.map(bakkal_domain::ticket::team_name),
         assignee: new.assignee_id.map(bakkal_domain::ticket::agent_name),
         customer_tier: tier,
-        customer_tier_rank: None,
+        customer_tier_rank: tier_rank,
         create_time: now,
     };
     let key = script_revision_name(script.id, script.revision.revision);
