@@ -26,6 +26,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// How often the campaign scheduler looks for work (`scheduler.rs`).
     pub scheduler_tick: std::time::Duration,
+    /// How often the loyalty expiry sweep runs (`loyalty_sweeper.rs`); `None`: never.
+    pub loyalty_sweep: Option<Duration>,
     /// The service desk's clock and SLA watcher.
     pub desk: DeskConfig,
 }
@@ -41,6 +43,7 @@ impl Config {
             customer_cache: 100_000,
             outbox_file: None,
             scheduler_tick: Duration::from_secs(1),
+            loyalty_sweep: Some(Duration::from_secs(3600)),
             desk: DeskConfig::default(),
             delivery: DeliveryConfig::default(),
         }

@@ -1,6 +1,6 @@
 //! The loyalty expiry sweep: a background task that expires what is left of points lots past
-//! their expiry, every `BAKKAL_LOYALTY_SWEEP_SECS` seconds (default 3600; 0 turns the task
-//! off). `LoyaltyService/RunExpirySweep` runs the same sweep on demand. Each lot expires
+//! their expiry, every `--loyalty-sweep-secs` seconds (`Config::loyalty_sweep`; default 3600, 0 turns the
+//! task off). `LoyaltyService/RunExpirySweep` runs the same sweep on demand. Each lot expires
 //! exactly once: the store keys every EXPIRE transaction by its lot.
 
 use std::time::Duration;
@@ -8,24 +8,6 @@ use std::time::Duration;
 use bakkal_domain::time::{now_micros, Micros};
 use bakkal_store::{ExpiryOutcome, Store};
 use tokio::sync::watch;
-
-pub const INTERVAL_ENV: &str = "BAKKAL_LOYALTY_SWEEP_SECS";
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
-
-/// The interval from the environment; `None` when turned off.
-pub fn interval_from_env() -> Option<Duration> {
-    match std::env::var(INTERVAL_ENV) {
-        Err(_) => Some(DEFAULT_INTERVAL),
-        Ok(v) => match v.trim().parse::<u64>() {
-            Ok(0) => None,
-            Ok(s) => Some(Duration::from_secs(s)),
-            Err(_) => {
-                tracing::warn!(value = %v, "{INTERVAL_ENV} is not a number of seconds; using 3600");
-                Some(DEFAULT_INTERVAL)
-            }
-        },
-    }
-}
 
 /// One sweep at `now`, logged.
 pub async fn sweep(store: &Store, now: Micros) -> bakkal_store::Result<ExpiryOutcome> {

@@ -113,6 +113,9 @@ enum Command {
         /// (milliseconds); a stopped server's run is resumed after 30 ticks.
         #[arg(long, env = "BAKKAL_SCHEDULER_TICK_MS", default_value_t = 1000)]
         scheduler_tick_ms: u64,
+        /// How often the loyalty points-expiry sweep runs (seconds; 0 turns it off).
+        #[arg(long, env = "BAKKAL_LOYALTY_SWEEP_SECS", default_value_t = 3600)]
+        loyalty_sweep_secs: u64,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -157,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
             desk_message_script,
             delivery,
             scheduler_tick_ms,
+            loyalty_sweep_secs,
         } => {
             let config = Config {
                 listen,
@@ -170,6 +174,8 @@ async fn main() -> anyhow::Result<()> {
                 },
                 delivery: delivery.into_config(),
                 scheduler_tick: std::time::Duration::from_millis(scheduler_tick_ms.max(10)),
+                loyalty_sweep: (loyalty_sweep_secs > 0)
+                    .then(|| std::time::Duration::from_secs(loyalty_sweep_secs)),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -194,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
                 desk: Default::default(),
                 delivery: DeliveryConfig::default(),
                 scheduler_tick: std::time::Duration::from_secs(1),
+                loyalty_sweep: None,
             };
             let store = server::open_store(&config).await?;
             store.close().await;

@@ -196,7 +196,7 @@ pub async fn run(
     // The loyalty points-expiry sweep, stopped the same way.
     let sweeper = tokio::spawn(crate::loyalty_sweeper::run(
         store.clone(),
-        crate::loyalty_sweeper::interval_from_env(),
+        config.loyalty_sweep,
         stop_rx,
     ));
 

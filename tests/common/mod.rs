@@ -125,14 +125,11 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let outbox_dir = tempfile::tempdir().expect("temp dir");
         let config = Config {
-            listen: addr,
-            database_url: db.url.clone(),
             max_connections: 8,
             customer_cache: 10_000,
             outbox_file: Some(outbox_dir.path().join("outbox.jsonl")),
-            desk: Default::default(),
-            delivery: Default::default(),
             scheduler_tick: std::time::Duration::from_millis(50),
+            ..Config::new(addr, db.url.clone())
         };
         let mut config = config;
         tweak(&mut config);
