@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use bakkal::config::{Clock, Config, DeskConfig};
+use bakkal::config::{Clock, DeskConfig};
 use bakkal::proto::campaign_service_client::CampaignServiceClient;
 use bakkal::proto::customer_service_client::CustomerServiceClient;
 use bakkal::proto::script_service_client::ScriptServiceClient;
@@ -16,11 +15,7 @@ use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::service_desk_service_client::ServiceDeskServiceClient;
 use bakkal::proto::{self, InteractionChannel, SlaStatus, TicketKind, TicketPriority, TicketState};
 use bakkal_domain::time::{days_from_civil, Micros, MICROS_PER_SECOND};
-use common::{Backend, TestDb};
-use sqlx::any::AnyPoolOptions;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use common::{count, wait_for, Backend, TestDb, TestServer};
 use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -38,78 +33,24 @@ fn micros(t: &Option<prost_types::Timestamp>) -> Option<Micros> {
         .map(|t| t.seconds * MICROS_PER_SECOND + (t.nanos / 1000) as i64)
 }
 
-/// A server with a manual clock and a fast SLA watcher.
-struct Desk {
-    channel: Channel,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<anyhow::Result<()>>>,
-    _outbox: tempfile::TempDir,
-}
+/// A server on a database the test owns, with a manual clock and a fast SLA watcher.
+struct Desk;
 
 impl Desk {
-    async fn start(url: &str, clock: &Clock) -> Desk {
+    async fn start(url: &str, clock: &Clock) -> TestServer {
         Self::start_with(url, clock, None).await
     }
 
-    async fn start_with(url: &str, clock: &Clock, message_script: Option<&str>) -> Desk {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let outbox = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            max_connections: 8,
-            customer_cache: 10_000,
-            outbox_file: Some(outbox.path().join("outbox.jsonl")),
-            desk: DeskConfig {
+    async fn start_with(url: &str, clock: &Clock, message_script: Option<&str>) -> TestServer {
+        TestServer::start_at(url, |c| {
+            c.desk = DeskConfig {
                 clock: clock.clone(),
                 sla_watch_interval: Duration::from_millis(50),
                 message_script: message_script.map(str::to_string),
-            },
-            ..Config::new(addr, url.to_string())
-        };
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(bakkal::server::run(config, listener, async {
-            let _ = rx.await;
-        }));
-        Desk {
-            channel: connect(addr).await,
-            shutdown: Some(tx),
-            handle: Some(handle),
-            _outbox: outbox,
-        }
-    }
-
-    fn desk(&self) -> ServiceDeskServiceClient<Channel> {
-        ServiceDeskServiceClient::new(self.channel.clone())
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            h.await.expect("server task").expect("server exits cleanly");
-        }
-    }
-}
-
-async fn connect(addr: SocketAddr) -> Channel {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri");
-    for _ in 0..400 {
-        if let Ok(ch) = endpoint.connect().await {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
-            if health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .is_ok()
-            {
-                return ch;
             }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        })
+        .await
     }
-    panic!("server at {addr} did not come up");
 }
 
 fn violations(status: &tonic::Status) -> Vec<String> {
@@ -218,32 +159,6 @@ async fn set_state(
     })
     .await
     .map(|r| r.into_inner())
-}
-
-/// Rows in a table matching a condition, read straight from the database.
-async fn count(url: &str, sql: &str) -> i64 {
-    sqlx::any::install_default_drivers();
-    let pool = AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .expect("connect");
-    let n: i64 = sqlx::query_scalar(sql)
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    pool.close().await;
-    n
-}
-
-async fn wait_for(url: &str, sql: &str, want: i64) {
-    for _ in 0..200 {
-        if count(url, sql).await >= want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {sql} to reach {want}");
 }
 
 // ---- tests ---------------------------------------------------------------------------------

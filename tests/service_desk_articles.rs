@@ -5,18 +5,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use bakkal::config::{Clock, Config, DeskConfig};
+use bakkal::config::{Clock, DeskConfig};
 use bakkal::proto::service_desk_service_client::ServiceDeskServiceClient;
 use bakkal::proto::{self, InteractionChannel, ServiceReportGroupBy, TicketKind, TicketState};
 use bakkal_domain::time::{days_from_civil, Micros, MICROS_PER_SECOND};
-use common::{Backend, TestDb};
-use sqlx::any::AnyPoolOptions;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use common::{wait_for, Backend, TestDb, TestServer};
 use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -39,99 +34,20 @@ fn minutes(d: &Option<prost_types::Duration>) -> Option<i64> {
     d.as_ref().map(|d| d.seconds / 60)
 }
 
-/// A server with a manual clock and a fast SLA watcher.
-struct Desk {
-    channel: Channel,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<anyhow::Result<()>>>,
-    _outbox: tempfile::TempDir,
-}
+/// A server on a database the test owns, with a manual clock and a fast SLA watcher.
+struct Desk;
 
 impl Desk {
-    async fn start(url: &str, clock: &Clock) -> Desk {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let outbox = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            max_connections: 8,
-            customer_cache: 10_000,
-            outbox_file: Some(outbox.path().join("outbox.jsonl")),
-            desk: DeskConfig {
+    async fn start(url: &str, clock: &Clock) -> TestServer {
+        TestServer::start_at(url, |c| {
+            c.desk = DeskConfig {
                 clock: clock.clone(),
                 sla_watch_interval: Duration::from_millis(50),
                 ..Default::default()
-            },
-            ..Config::new(addr, url.to_string())
-        };
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(bakkal::server::run(config, listener, async {
-            let _ = rx.await;
-        }));
-        Desk {
-            channel: connect(addr).await,
-            shutdown: Some(tx),
-            handle: Some(handle),
-            _outbox: outbox,
-        }
-    }
-
-    fn desk(&self) -> ServiceDeskServiceClient<Channel> {
-        ServiceDeskServiceClient::new(self.channel.clone())
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            h.await.expect("server task").expect("server exits cleanly");
-        }
-    }
-}
-
-async fn connect(addr: SocketAddr) -> Channel {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri");
-    for _ in 0..400 {
-        if let Ok(ch) = endpoint.connect().await {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
-            if health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .is_ok()
-            {
-                return ch;
             }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("server at {addr} did not come up");
-}
-
-async fn count(url: &str, sql: &str) -> i64 {
-    sqlx::any::install_default_drivers();
-    let pool = AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
+        })
         .await
-        .expect("connect");
-    let n: i64 = sqlx::query_scalar(sql)
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    pool.close().await;
-    n
-}
-
-async fn wait_for(url: &str, sql: &str, want: i64) {
-    for _ in 0..400 {
-        if count(url, sql).await >= want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("timed out waiting for {sql} to reach {want}");
 }
 
 fn violations(status: &tonic::Status) -> Vec<String> {

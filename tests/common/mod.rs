@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use bakkal::config::Config;
 use bakkal::proto::customer_service_client::CustomerServiceClient;
+use bakkal::proto::service_desk_service_client::ServiceDeskServiceClient;
 use sqlx::{Connection, Executor, PgConnection};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -97,7 +98,9 @@ pub struct TestServer {
     _outbox_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
-    _db: TestDb,
+    /// The fresh database this server owns (dropped with it); `None` when serving one the test
+    /// owns (see `start_at`).
+    _db: Option<TestDb>,
 }
 
 impl TestServer {
@@ -121,6 +124,16 @@ impl TestServer {
     }
 
     pub async fn start_on_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let url = db.url.clone();
+        Self::serve(&url, Some(db), tweak).await
+    }
+
+    /// Start a server on a database the test owns, so that several servers can share it.
+    pub async fn start_at(url: &str, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        Self::serve(url, None, tweak).await
+    }
+
+    async fn serve(url: &str, db: Option<TestDb>, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let outbox_dir = tempfile::tempdir().expect("temp dir");
@@ -129,7 +142,7 @@ impl TestServer {
             customer_cache: 10_000,
             outbox_file: Some(outbox_dir.path().join("outbox.jsonl")),
             scheduler_tick: std::time::Duration::from_millis(50),
-            ..Config::new(addr, db.url.clone())
+            ..Config::new(addr, url)
         };
         let mut config = config;
         tweak(&mut config);
@@ -141,7 +154,7 @@ impl TestServer {
         TestServer {
             addr,
             channel,
-            db_url: db.url.clone(),
+            db_url: url.to_string(),
             outbox_file: outbox_dir.path().join("outbox.jsonl"),
             _outbox_dir: outbox_dir,
             shutdown: Some(tx),
@@ -152,6 +165,10 @@ impl TestServer {
 
     pub fn customers(&self) -> CustomerServiceClient<Channel> {
         CustomerServiceClient::new(self.channel.clone())
+    }
+
+    pub fn desk(&self) -> ServiceDeskServiceClient<Channel> {
+        ServiceDeskServiceClient::new(self.channel.clone())
     }
 
     /// Stop gracefully and wait for the server to finish.
@@ -184,6 +201,33 @@ async fn connect(addr: SocketAddr) -> Channel {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     panic!("server at {addr} did not come up");
+}
+
+/// Rows in a table matching a condition, read straight from the database at `url`.
+pub async fn count(url: &str, sql: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .expect("connect");
+    let n: i64 = sqlx::query_scalar(sql)
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    pool.close().await;
+    n
+}
+
+/// Wait (up to 5 s) until `count(url, sql)` reaches `want`.
+pub async fn wait_for(url: &str, sql: &str, want: i64) {
+    for _ in 0..200 {
+        if count(url, sql).await >= want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {sql} to reach {want}");
 }
 
 /// Run the test body on every configured backend: SQLite always, PostgreSQL when
