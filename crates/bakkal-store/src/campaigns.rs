@@ -274,14 +274,6 @@ fn run_from_row(r: &AnyRow) -> std::result::Result<CampaignRun, sqlx::Error> {
     })
 }
 
-fn after_id(after: Option<&Cursor>) -> Result<i64> {
-    match after {
-        None => Ok(0),
-        Some(Cursor::Int(id, _)) => Ok(*id),
-        Some(_) => Err(crate::customers::bad_token()),
-    }
-}
-
 impl Store {
     // ---- campaigns ---------------------------------------------------------------------------
 
@@ -360,25 +352,16 @@ impl Store {
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<Campaign>, Option<Cursor>)> {
-        let after = after_id(after)?;
-        let sql =
-            format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id > $1 ORDER BY id LIMIT $2");
-        let rows = sqlx::query(&sql)
-            .bind(after)
-            .bind(page_size as i64 + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = rows
-            .iter()
-            .map(campaign_from_row)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let next = if out.len() > page_size {
-            out.truncate(page_size);
-            out.last().map(|c| Cursor::Int(c.id, c.id))
-        } else {
-            None
-        };
-        Ok((out, next))
+        crate::page::page_by_id(
+            &self.pool,
+            "campaigns",
+            CAMPAIGN_COLUMNS,
+            page_size,
+            after,
+            campaign_from_row,
+            |c| c.id,
+        )
+        .await
     }
 
     /// Replace a campaign's settings (the caller applied its mask), only in DRAFT or PAUSED,

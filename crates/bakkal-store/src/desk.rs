@@ -393,14 +393,6 @@ fn comment_from_row(r: &AnyRow) -> std::result::Result<TicketComment, sqlx::Erro
     })
 }
 
-fn after_id(after: Option<&Cursor>) -> Result<i64> {
-    match after {
-        None => Ok(0),
-        Some(Cursor::Int(id, _)) => Ok(*id),
-        Some(_) => Err(crate::customers::bad_token()),
-    }
-}
-
 fn check_etag(etag: Option<&str>, current: &str, name: &str) -> Result<()> {
     if let Some(e) = etag.filter(|e| !e.is_empty()) {
         if e != current {
@@ -771,17 +763,16 @@ impl Store {
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<Team>, Option<Cursor>)> {
-        let sql = format!("SELECT {TEAM_COLUMNS} FROM teams WHERE id > $1 ORDER BY id LIMIT $2");
-        let rows = sqlx::query(&sql)
-            .bind(after_id(after)?)
-            .bind(page_size as i64 + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let out = rows
-            .iter()
-            .map(team_from_row)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(split_page(out, page_size, |t| Cursor::Int(t.id, t.id)))
+        crate::page::page_by_id(
+            &self.pool,
+            "teams",
+            TEAM_COLUMNS,
+            page_size,
+            after,
+            team_from_row,
+            |t| t.id,
+        )
+        .await
     }
 
     pub async fn update_team(
@@ -867,7 +858,7 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         let ids: Vec<(i64,)> =
             sqlx::query_as("SELECT id FROM agents WHERE id > $1 ORDER BY id LIMIT $2")
-                .bind(after_id(after)?)
+                .bind(crate::page::after_id(after)?)
                 .bind(page_size as i64 + 1)
                 .fetch_all(&mut *conn)
                 .await?;
@@ -951,18 +942,16 @@ impl Store {
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<SlaPolicy>, Option<Cursor>)> {
-        let sql =
-            format!("SELECT {POLICY_COLUMNS} FROM sla_policies WHERE id > $1 ORDER BY id LIMIT $2");
-        let rows = sqlx::query(&sql)
-            .bind(after_id(after)?)
-            .bind(page_size as i64 + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let out = rows
-            .iter()
-            .map(policy_from_row)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(split_page(out, page_size, |p| Cursor::Int(p.id, p.id)))
+        crate::page::page_by_id(
+            &self.pool,
+            "sla_policies",
+            POLICY_COLUMNS,
+            page_size,
+            after,
+            policy_from_row,
+            |p| p.id,
+        )
+        .await
     }
 
     /// Change a policy. Tickets keep the clocks they were given when they were opened.
@@ -1436,7 +1425,7 @@ impl Store {
         );
         let rows = sqlx::query(&sql)
             .bind(ticket_id)
-            .bind(after_id(after)?)
+            .bind(crate::page::after_id(after)?)
             .bind(page_size as i64 + 1)
             .fetch_all(&self.pool)
             .await?;

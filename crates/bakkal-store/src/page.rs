@@ -54,6 +54,40 @@ pub(crate) fn split_page<T>(
     }
 }
 
+/// The id a page in id order starts after: 0 for the first page; a cursor of another shape
+/// is a bad page token.
+pub(crate) fn after_id(after: Option<&Cursor>) -> crate::Result<i64> {
+    match after {
+        None => Ok(0),
+        Some(Cursor::Int(id, _)) => Ok(*id),
+        Some(_) => Err(crate::customers::bad_token()),
+    }
+}
+
+/// One page of a table's rows in id order: `columns` read by `from_row`, and the cursor after
+/// the page's last row when there are more.
+pub(crate) async fn page_by_id<T>(
+    pool: &sqlx::AnyPool,
+    table: &str,
+    columns: &str,
+    page_size: usize,
+    after: Option<&Cursor>,
+    from_row: impl Fn(&sqlx::any::AnyRow) -> Result<T, sqlx::Error>,
+    id: impl Fn(&T) -> i64,
+) -> crate::Result<(Vec<T>, Option<Cursor>)> {
+    let sql = format!("SELECT {columns} FROM {table} WHERE id > $1 ORDER BY id LIMIT $2");
+    let rows = sqlx::query(&sql)
+        .bind(after_id(after)?)
+        .bind(page_size as i64 + 1)
+        .fetch_all(pool)
+        .await?;
+    let out = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(split_page(out, page_size, |t| {
+        let id = id(t);
+        Cursor::Int(id, id)
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

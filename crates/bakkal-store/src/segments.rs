@@ -927,24 +927,16 @@ impl Store {
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<Segment>, Option<Cursor>)> {
-        let after = match after {
-            None => 0,
-            Some(Cursor::Int(id, _)) => *id,
-            Some(_) => return Err(crate::customers::bad_token()),
-        };
-        let sql =
-            format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE id > $1 ORDER BY id LIMIT $2");
-        let rows = sqlx::query(&sql)
-            .bind(after)
-            .bind(page_size as i64 + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let out = rows
-            .iter()
-            .map(segment_from_row)
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let (out, next) = crate::page::split_page(out, page_size, |s| Cursor::Int(s.id, s.id));
-        Ok((out, next))
+        crate::page::page_by_id(
+            &self.pool,
+            "segments",
+            SEGMENT_COLUMNS,
+            page_size,
+            after,
+            segment_from_row,
+            |s| s.id,
+        )
+        .await
     }
 
     /// The current members of a segment, sorted by customer id.
