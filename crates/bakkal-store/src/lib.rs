@@ -78,6 +78,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
+/// How long a write transaction waits for its turn before giving up (as `busy_timeout`).
+const WRITER_WAIT: Duration = Duration::from_secs(10);
+
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -94,6 +97,9 @@ pub struct Store {
     generation: Generation,
     /// Customers read since the last write (SQLite only; see `cache.rs`).
     cache: Option<Arc<CustomerCache>>,
+    /// SQLite has one writer: write transactions of this process queue here, in turn, instead
+    /// of in SQLite's busy handler, which sleeps up to 100 ms between tries.
+    writer: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// How to connect.
@@ -148,7 +154,7 @@ impl Store {
                     if backend == Backend::Sqlite {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -65536; \
+                             PRAGMA busy_timeout = 10000; PRAGMA cache_size = -8192; \
                              PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384;",
                         )
                         .await?;
@@ -165,6 +171,7 @@ impl Store {
             backend,
             generation: Generation::default(),
             cache,
+            writer: (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))),
         })
     }
 
@@ -199,6 +206,14 @@ impl Store {
     /// Begin a write transaction: `IMMEDIATE` on SQLite, so that a transaction that reads and
     /// then writes waits its turn instead of failing with SQLITE_BUSY.
     pub(crate) async fn write_tx(&self) -> Result<WriteTx> {
+        let writer = match &self.writer {
+            Some(m) => Some(
+                tokio::time::timeout(WRITER_WAIT, m.clone().lock_owned())
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?,
+            ),
+            None => None,
+        };
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -206,6 +221,7 @@ impl Store {
         Ok(WriteTx {
             tx,
             generation: self.generation.clone(),
+            _writer: writer,
         })
     }
 
@@ -231,6 +247,9 @@ impl Store {
 pub(crate) struct WriteTx {
     tx: Transaction<'static, Any>,
     generation: Generation,
+    /// This process's turn to write (SQLite), held until the transaction ends; declared after
+    /// `tx`, so it is released after the transaction is.
+    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl WriteTx {
