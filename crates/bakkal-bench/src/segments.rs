@@ -136,6 +136,19 @@ pub async fn seed(customers: usize, dir: &Path) -> anyhow::Result<std::path::Pat
         drop(server);
     } else {
         println!("reusing {}", db.display());
+        // a database seeded by an older build: bring its schema up to this one's
+        let out = Command::new(sibling("bakkal")?)
+            .args([
+                "migrate",
+                "--database-url",
+                &format!("sqlite://{}", db.display()),
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "bakkal migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(db)
 }

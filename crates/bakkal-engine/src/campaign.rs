@@ -20,7 +20,7 @@ use crate::segment::ErrorExample;
 use crate::EngineError;
 
 /// Customers per batch (and per transaction).
-pub const BATCH: usize = 500;
+pub const BATCH: usize = 2000;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
@@ -279,7 +279,8 @@ pub async fn decide(
 
 /// Run a campaign's started run to its end: every member after the run's position, batch by
 /// batch. Stops early (run PAUSED) when the campaign is paused meanwhile, and stops without
-/// a word (the run stays RUNNING) when `lease` is given and another server took it over.
+/// a word (the run stays RUNNING) when `lease` is given and another server took it over:
+/// each batch is written only while the lease is held, and writing it renews the lease.
 /// A recurring campaign goes back to SCHEDULED at the end, any other to COMPLETED.
 pub async fn run(
     store: &Store,
@@ -304,21 +305,18 @@ pub async fn run(
                 &d.messages,
                 &d.holdouts,
                 BatchPosition::Customer(last),
+                lease,
                 t,
             )
             .await
     };
     loop {
-        if let Some(lease) = lease {
-            if !store.claim_lease(lease, now()).await? {
-                // another server took the run over from its last written position
-                return Ok(current);
-            }
-        }
         let state = store.get_campaign(campaign.id).await?.state;
         if state != "RUNNING" {
             if let Some(p) = pending.take() {
-                apply(p).await?;
+                if apply(p).await?.is_none() {
+                    return Ok(current);
+                }
             }
             return Ok(store
                 .finish_campaign_run(campaign.id, run.id, "PAUSED", "PAUSED", now())
@@ -336,7 +334,11 @@ pub async fn run(
         let d = match pending.take() {
             Some(p) => {
                 let (written, d) = tokio::join!(apply(p), deciding);
-                current = written?;
+                match written? {
+                    Some(r) => current = r,
+                    // another server took the run over from its last written position
+                    None => return Ok(current),
+                }
                 d?
             }
             None => deciding.await?,
@@ -348,7 +350,9 @@ pub async fn run(
         }
     }
     if let Some(p) = pending.take() {
-        apply(p).await?;
+        if apply(p).await?.is_none() {
+            return Ok(current);
+        }
     }
     let end_state = match campaign.fields.trigger {
         Trigger::Recurring { .. } => "SCHEDULED",

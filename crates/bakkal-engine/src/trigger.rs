@@ -188,7 +188,7 @@ pub async fn handle_events(
             .collect();
         let t = now();
         let d = decide(store, host, script, campaign, targets, t).await?;
-        current = store
+        current = match store
             .apply_campaign_batch(
                 campaign.id,
                 run.id,
@@ -196,9 +196,15 @@ pub async fn handle_events(
                 &d.messages,
                 &d.holdouts,
                 BatchPosition::Event(last),
+                Some(lease),
                 t,
             )
-            .await?;
+            .await?
+        {
+            Some(r) => r,
+            // another server holds the lease now: it goes on from the last written event
+            None => return Ok(current),
+        };
         if events.len() < BATCH {
             return Ok(current);
         }

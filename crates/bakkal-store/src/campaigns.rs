@@ -10,6 +10,7 @@ use bakkal_domain::Customer;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use crate::args::positional;
 use crate::page::Cursor;
 use crate::segments::json_list;
 use crate::{Result, Store, StoreError};
@@ -196,6 +197,11 @@ pub struct NewMessage {
     pub body: String,
     pub idempotency_key: String,
 }
+
+/// Bound values per message row of a batch insert, and rows per statement (under every
+/// backend's parameter limit).
+const MESSAGE_COLUMNS: usize = 8;
+const MESSAGE_ROWS: usize = 500;
 
 const CAMPAIGN_COLUMNS: &str = "id, display_name, strategy, audience_segment_id, offer_script, \
      message_script, channel, holdout_percent, cap_max_messages, cap_per_days, quiet_start_hour, \
@@ -620,7 +626,8 @@ impl Store {
 
     /// Write one batch of a run in one transaction: its messages (a key already present is
     /// skipped and counted as already sent), its held-out customers, its counters and how far
-    /// it got. Returns the run.
+    /// it got. Returns the run; or `None`, with nothing written, when `lease` is given and
+    /// another owner holds it (the batch is fenced by the lease, which it renews).
     #[allow(clippy::too_many_arguments)]
     pub async fn apply_campaign_batch(
         &self,
@@ -630,60 +637,55 @@ impl Store {
         messages: &[NewMessage],
         holdouts: &[NewHoldout],
         position: BatchPosition,
+        lease: Option<&crate::Lease>,
         now: Micros,
-    ) -> Result<CampaignRun> {
+    ) -> Result<Option<CampaignRun>> {
         let mut tx = self.write_tx().await?;
-        // All the batch's messages in one statement, the rows as one JSON parameter; a key
-        // already present is skipped (and counted as already sent).
-        if !messages.is_empty() {
-            let rows: Vec<(i64, &str, &str, &str, &str)> = messages
-                .iter()
-                .map(|m| {
-                    (
-                        m.customer_id,
-                        m.channel.as_str(),
-                        m.subject.as_str(),
-                        m.body.as_str(),
-                        m.idempotency_key.as_str(),
-                    )
-                })
-                .collect();
-            let json = serde_json::to_string(&rows)
-                .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
-            let (from, field) = match self.backend {
-                crate::Backend::Sqlite => (
-                    "json_each($4)",
-                    (|i: usize, _ty: &str| format!("json_extract(value, '$[{i}]')"))
-                        as fn(usize, &str) -> String,
-                ),
-                crate::Backend::Postgres => (
-                    "json_array_elements(CAST($4 AS json)) AS e",
-                    (|i: usize, ty: &str| format!("CAST(e->>{i} AS {ty})"))
-                        as fn(usize, &str) -> String,
-                ),
-            };
-            let sql = format!(
-                "INSERT INTO outbox_messages (campaign_id, run_id, customer_id, channel, \
-                 subject, body, idempotency_key, status, attempts, create_time) \
-                 SELECT $1, $2, {}, {}, {}, {}, {}, 'QUEUED', 0, $3 FROM {from} WHERE true \
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-                field(0, "BIGINT"),
-                field(1, "TEXT"),
-                field(2, "TEXT"),
-                field(3, "TEXT"),
-                field(4, "TEXT"),
-            );
-            let done = sqlx::query(&sql)
-                .bind(campaign_id)
-                .bind(run_id)
-                .bind(now)
-                .bind(json)
-                .execute(&mut *tx)
-                .await?;
-            let inserted = done.rows_affected() as i64;
-            counters.queued += inserted;
-            counters.suppressed_already_sent += messages.len() as i64 - inserted;
+        if let Some(lease) = lease {
+            if !crate::triggers::claim_lease_in(&mut tx, lease, now).await? {
+                return Ok(None);
+            }
         }
+        // The batch's messages in multi-row statements with bound values (no JSON to build and
+        // parse); a key already present is skipped (and counted as already sent).
+        let mut inserted = 0i64;
+        for chunk in messages.chunks(MESSAGE_ROWS) {
+            let mut sql = String::with_capacity(64 + chunk.len() * 40);
+            sql.push_str(
+                "INSERT INTO outbox_messages (campaign_id, run_id, customer_id, channel, \
+                 subject, body, idempotency_key, create_time, status, attempts) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for c in 0..MESSAGE_COLUMNS {
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&positional(self.backend, i * MESSAGE_COLUMNS + c + 1));
+                }
+                sql.push_str(", 'QUEUED', 0)");
+            }
+            sql.push_str(" ON CONFLICT (idempotency_key) DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for m in chunk {
+                q = q
+                    .bind(campaign_id)
+                    .bind(run_id)
+                    .bind(m.customer_id)
+                    .bind(m.channel.as_str())
+                    .bind(m.subject.as_str())
+                    .bind(m.body.as_str())
+                    .bind(m.idempotency_key.as_str())
+                    .bind(now);
+            }
+            let done = q.execute(&mut *tx).await?;
+            inserted += done.rows_affected() as i64;
+        }
+        counters.queued += inserted;
+        counters.suppressed_already_sent += messages.len() as i64 - inserted;
         crate::triggers::insert_holdouts(&mut tx, campaign_id, run_id, holdouts, now).await?;
         let (last_customer_id, last_event_id) = match position {
             BatchPosition::Customer(id) => (Some(id), None),
@@ -718,7 +720,7 @@ impl Store {
             .await?;
         let run = run_from_row(&row)?;
         tx.commit().await?;
-        Ok(run)
+        Ok(Some(run))
     }
 
     /// End a run in `state`; the campaign goes to `campaign_state` if it is still RUNNING.

@@ -104,6 +104,29 @@ pub(crate) async fn order_placed_event(
     Ok(())
 }
 
+/// [`Store::claim_lease`] inside a write transaction: true when `lease.owner` holds the lease
+/// now (it was free, ran out, or was already theirs), renewed until `now + ttl`.
+pub(crate) async fn claim_lease_in(
+    conn: &mut AnyConnection,
+    lease: &Lease,
+    now: Micros,
+) -> Result<bool> {
+    let got: Option<(String,)> = sqlx::query_as(
+        "INSERT INTO scheduler_leases (name, owner, until_time) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+         until_time = excluded.until_time \
+         WHERE scheduler_leases.until_time < $4 OR scheduler_leases.owner = excluded.owner \
+         RETURNING name",
+    )
+    .bind(lease.name.clone())
+    .bind(lease.owner.clone())
+    .bind(now + lease.ttl)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(got.is_some())
+}
+
 /// Record held-out customers of a batch (a decision already recorded stays as it was).
 pub(crate) async fn insert_holdouts(
     conn: &mut AnyConnection,
@@ -152,21 +175,9 @@ impl Store {
     /// was already theirs).
     pub async fn claim_lease(&self, lease: &Lease, now: Micros) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let got: Option<(String,)> = sqlx::query_as(
-            "INSERT INTO scheduler_leases (name, owner, until_time) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
-             until_time = excluded.until_time \
-             WHERE scheduler_leases.until_time < $4 OR scheduler_leases.owner = excluded.owner \
-             RETURNING name",
-        )
-        .bind(lease.name.clone())
-        .bind(lease.owner.clone())
-        .bind(now + lease.ttl)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let got = claim_lease_in(&mut tx, lease, now).await?;
         tx.commit().await?;
-        Ok(got.is_some())
+        Ok(got)
     }
 
     /// Give a lease up; `done` (a time and the `requested` value seen when the work began)
