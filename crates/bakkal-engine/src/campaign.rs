@@ -125,6 +125,15 @@ pub struct BatchDecision {
     pub errors: Vec<ErrorExample>,
 }
 
+/// A batch read and sorted, its scripts not run yet: the counters so far, the held-out
+/// customers, and the customers (with their targets) to run the MESSAGE script for.
+pub struct Prepared {
+    counters: RunCounters,
+    holdouts: Vec<NewHoldout>,
+    work: Vec<(Customer, Target)>,
+    now: Micros,
+}
+
 /// Decide one batch of targets (a run's members, or events): held out, no consent, already
 /// messaged on this occasion, quiet hours, over the frequency cap, else the MESSAGE script
 /// with the target's event. Gives the counters, the messages to queue and the held-out
@@ -137,12 +146,26 @@ pub async fn decide(
     targets: Vec<Target>,
     now: Micros,
 ) -> Result<BatchDecision, EngineError> {
+    let prepared = prepare(store, campaign, targets, now, true).await?;
+    render(host, script, campaign, prepared).await
+}
+
+/// The reads of [`decide`]: everything but the script. `check_sent: false` skips looking the
+/// message keys up, for a run that cannot have sent any of them yet (a key written meanwhile
+/// is still skipped when the batch is written, and counted as already sent).
+pub async fn prepare(
+    store: &Store,
+    campaign: &Campaign,
+    targets: Vec<Target>,
+    now: Micros,
+    check_sent: bool,
+) -> Result<Prepared, EngineError> {
     let f = &campaign.fields;
     let mut counters = RunCounters::default();
     let mut ids: Vec<i64> = targets.iter().map(|t| t.customer_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let customers: HashMap<i64, Customer> = store
+    let mut customers: HashMap<i64, Customer> = store
         .live_customers(&ids)
         .await?
         .into_iter()
@@ -172,16 +195,18 @@ pub async fn decide(
         }
         treated.push(t);
     }
-    let key = |t: &Target| message_key(campaign.id, t.customer_id, &t.occasion);
-    let keys: Vec<String> = treated.iter().map(key).collect();
-    let sent = store.existing_message_keys(&keys).await?;
-    treated.retain(|t| {
-        let already = sent.contains(&key(t));
-        if already {
-            counters.suppressed_already_sent += 1;
-        }
-        !already
-    });
+    if check_sent {
+        let key = |t: &Target| message_key(campaign.id, t.customer_id, &t.occasion);
+        let keys: Vec<String> = treated.iter().map(key).collect();
+        let sent = store.existing_message_keys(&keys).await?;
+        treated.retain(|t| {
+            let already = sent.contains(&key(t));
+            if already {
+                counters.suppressed_already_sent += 1;
+            }
+            !already
+        });
+    }
     if quiet {
         counters.suppressed_quiet_hours += treated.len() as i64;
         treated.clear();
@@ -202,7 +227,47 @@ pub async fn decide(
             !capped
         });
     }
-    if treated.is_empty() {
+    // a customer with two events is rendered twice: the last of them takes the record
+    let mut left: HashMap<i64, usize> = HashMap::with_capacity(treated.len());
+    for t in &treated {
+        *left.entry(t.customer_id).or_insert(0) += 1;
+    }
+    let mut work: Vec<(Customer, Target)> = Vec::with_capacity(treated.len());
+    for t in treated {
+        let n = left.entry(t.customer_id).or_insert(1);
+        *n -= 1;
+        let c = if *n > 0 {
+            customers.get(&t.customer_id).cloned()
+        } else {
+            customers.remove(&t.customer_id)
+        };
+        if let Some(c) = c {
+            work.push((c, t));
+        }
+    }
+    Ok(Prepared {
+        counters,
+        holdouts,
+        work,
+        now,
+    })
+}
+
+/// The script part of [`decide`]: the MESSAGE script for each prepared customer, on every
+/// core (the batch in one slice per thread), off the async runtime.
+pub async fn render(
+    host: &Arc<ScriptHost>,
+    script: &Arc<CompiledScript>,
+    campaign: &Campaign,
+    prepared: Prepared,
+) -> Result<BatchDecision, EngineError> {
+    let Prepared {
+        mut counters,
+        holdouts,
+        work,
+        now,
+    } = prepared;
+    if work.is_empty() {
         return Ok(BatchDecision {
             counters,
             messages: Vec::new(),
@@ -213,12 +278,7 @@ pub async fn decide(
     let host = host.clone();
     let script = script.clone();
     let campaign_id = campaign.id;
-    let channel_name = f.channel.clone();
-    let work: Vec<(Customer, Target)> = treated
-        .into_iter()
-        .filter_map(|t| Some((customers.get(&t.customer_id)?.clone(), t)))
-        .collect();
-    // The script on every core: the batch in one slice per thread.
+    let channel_name = campaign.fields.channel.clone();
     let threads = crate::threads().clamp(1, work.len().max(1));
     let (messages, errors) = tokio::task::spawn_blocking(move || {
         let per = work.len().div_ceil(threads);
@@ -282,6 +342,10 @@ pub async fn decide(
 /// a word (the run stays RUNNING) when `lease` is given and another server took it over:
 /// each batch is written only while the lease is held, and writing it renews the lease.
 /// A recurring campaign goes back to SCHEDULED at the end, any other to COMPLETED.
+///
+/// Three batches are in flight at once, one per stage: one is read (members, customers,
+/// keys, caps), the one before has its scripts run, and the one before that is written.
+/// Members of different batches are different customers, so no stage sees another's work.
 pub async fn run(
     store: &Store,
     host: &Arc<ScriptHost>,
@@ -293,10 +357,18 @@ pub async fn run(
 ) -> Result<CampaignRun, EngineError> {
     let mut after = run.last_customer_id;
     let mut current = run.clone();
-    // A decided batch waiting to be written: it is written while the next one is decided
-    // (members of different batches are different customers, so neither sees the other).
-    let mut pending: Option<(BatchDecision, i64, Micros)> = None;
-    let apply = |(d, last, t): (BatchDecision, i64, Micros)| async move {
+    // Only another run of this campaign can have taken this run's message keys (this run's
+    // own messages are all at or before its written position).
+    let check_sent = store
+        .campaign_has_messages_outside_run(campaign.id, run.id)
+        .await?;
+    // (batch, the last member in it)
+    let mut to_render: Option<(Prepared, i64)> = None;
+    let mut to_write: Option<(BatchDecision, i64, Micros)> = None;
+    let apply = |w: Option<(BatchDecision, i64, Micros)>| async move {
+        let Some((d, last, t)) = w else {
+            return Ok(Some(None));
+        };
         store
             .apply_campaign_batch(
                 campaign.id,
@@ -309,49 +381,74 @@ pub async fn run(
                 t,
             )
             .await
+            .map(|r| r.map(Some))
     };
+    let render_next = |p: Option<(Prepared, i64)>| async move {
+        match p {
+            Some((p, last)) => {
+                let t = p.now;
+                Ok::<_, EngineError>(Some((render(host, script, campaign, p).await?, last, t)))
+            }
+            None => Ok(None),
+        }
+    };
+    let mut exhausted = false;
     loop {
-        let state = store.get_campaign(campaign.id).await?.state;
-        if state != "RUNNING" {
-            if let Some(p) = pending.take() {
-                if apply(p).await?.is_none() {
-                    return Ok(current);
+        if !exhausted {
+            let state = store.get_campaign(campaign.id).await?.state;
+            if state != "RUNNING" {
+                // what was decided is written; the rest waits for a resume
+                let rendered = render_next(to_render.take()).await?;
+                for w in [to_write.take(), rendered] {
+                    match apply(w).await? {
+                        Some(Some(r)) => current = r,
+                        Some(None) => {}
+                        None => return Ok(current),
+                    }
                 }
+                return Ok(store
+                    .finish_campaign_run(campaign.id, run.id, "PAUSED", "PAUSED", now())
+                    .await?);
             }
-            return Ok(store
-                .finish_campaign_run(campaign.id, run.id, "PAUSED", "PAUSED", now())
-                .await?);
         }
-        let ids = store
-            .segment_members_after(campaign.fields.audience_segment_id, after, BATCH)
-            .await?;
-        let Some(&last) = ids.last() else {
-            break;
-        };
-        let t = now();
-        let targets = member_targets(campaign, &ids, run.occurrence);
-        let deciding = decide(store, host, script, campaign, targets, t);
-        let d = match pending.take() {
-            Some(p) => {
-                let (written, d) = tokio::join!(apply(p), deciding);
-                match written? {
-                    Some(r) => current = r,
-                    // another server took the run over from its last written position
-                    None => return Ok(current),
-                }
-                d?
+        let read = async {
+            if exhausted {
+                return Ok::<_, EngineError>(None);
             }
-            None => deciding.await?,
+            let ids = store
+                .segment_members_after(campaign.fields.audience_segment_id, after, BATCH)
+                .await?;
+            let Some(&last) = ids.last() else {
+                return Ok(None);
+            };
+            let t = now();
+            let targets = member_targets(campaign, &ids, run.occurrence);
+            let full = ids.len() == BATCH;
+            Ok(Some((
+                prepare(store, campaign, targets, t, check_sent).await?,
+                last,
+                full,
+            )))
         };
-        pending = Some((d, last, t));
-        after = last;
-        if ids.len() < BATCH {
-            break;
+        let (written, rendered, read) =
+            tokio::join!(apply(to_write.take()), render_next(to_render.take()), read);
+        match written? {
+            Some(Some(r)) => current = r,
+            Some(None) => {}
+            // another server took the run over from its last written position
+            None => return Ok(current),
         }
-    }
-    if let Some(p) = pending.take() {
-        if apply(p).await?.is_none() {
-            return Ok(current);
+        to_write = rendered?;
+        match read? {
+            Some((p, last, full)) => {
+                after = last;
+                to_render = Some((p, last));
+                exhausted = !full;
+            }
+            None => exhausted = true,
+        }
+        if exhausted && to_render.is_none() && to_write.is_none() {
+            break;
         }
     }
     let end_state = match campaign.fields.trigger {

@@ -557,23 +557,57 @@ impl Store {
         }
     }
 
-    /// Up to `limit` members of a segment with id > `after`, ascending.
+    /// Up to `limit` members of a segment with id > `after`, ascending. The ids come back as
+    /// one comma-separated row: a driver row per id costs more than the query.
     pub async fn segment_members_after(
         &self,
         segment_id: i64,
         after: i64,
         limit: usize,
     ) -> Result<Vec<i64>> {
-        let rows: Vec<(i64,)> = sqlx::query_as(
-            "SELECT customer_id FROM segment_members WHERE segment_id = $1 AND customer_id > $2 \
-             ORDER BY customer_id LIMIT $3",
+        let concat = match self.backend {
+            crate::Backend::Sqlite => "group_concat(customer_id, ',')",
+            crate::Backend::Postgres => "string_agg(CAST(customer_id AS TEXT), ',')",
+        };
+        let sql = format!(
+            "SELECT {concat} FROM (SELECT customer_id FROM segment_members \
+             WHERE segment_id = $1 AND customer_id > $2 ORDER BY customer_id LIMIT $3) m"
+        );
+        let list: Option<String> = sqlx::query_scalar(&sql)
+            .bind(segment_id)
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_one(&self.pool)
+            .await?;
+        let mut ids = list
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<i64>()
+                    .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+            })
+            .collect::<Result<Vec<i64>>>()?;
+        // the aggregate's order is not promised
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Has campaign `campaign_id` queued any message outside run `run_id`? When it has not, no
+    /// message key of the run can be taken yet beyond the run's own written position.
+    pub async fn campaign_has_messages_outside_run(
+        &self,
+        campaign_id: i64,
+        run_id: i64,
+    ) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM outbox_messages WHERE campaign_id = $1 AND run_id <> $2 LIMIT 1",
         )
-        .bind(segment_id)
-        .bind(after)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .bind(campaign_id)
+        .bind(run_id)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        Ok(found.is_some())
     }
 
     /// The live (not erased, not merged) customers among `ids`, in id order (one query).
