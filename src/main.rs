@@ -139,6 +139,11 @@ enum ScriptCommand {
     },
 }
 
+/// mimalloc rather than the system allocator: campaign runs, scripts and the SQLite workers
+/// allocate from many threads at once, where glibc's allocator spent a sixth of the CPU time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Log lines are formatted on the calling thread and written by a background one, so a slow

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::cache::{CustomerCache, Generation};
 
@@ -81,6 +82,9 @@ static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrat
 /// How long a write transaction waits for its turn before giving up (as `busy_timeout`).
 const WRITER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long background work waits for the foreground writers to finish, at most.
+const BACKGROUND_YIELD: Duration = Duration::from_secs(1);
+
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -99,7 +103,35 @@ pub struct Store {
     cache: Option<Arc<CustomerCache>>,
     /// SQLite has one writer: write transactions of this process queue here, in turn, instead
     /// of in SQLite's busy handler, which sleeps up to 100 ms between tries.
-    writer: Option<Arc<tokio::sync::Mutex<()>>>,
+    writer: Option<Arc<Writer>>,
+}
+
+/// The turn to write on SQLite, and how many foreground writers wait for it or hold it
+/// (background work lets them go first).
+#[derive(Debug, Default)]
+struct Writer {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    foreground: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a foreground writer from its wait for the turn until its transaction ends (or its
+/// wait is cancelled).
+struct Foreground(Arc<Writer>);
+
+impl Foreground {
+    fn new(w: &Arc<Writer>) -> Self {
+        w.foreground
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Foreground(w.clone())
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        self.0
+            .foreground
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// How to connect.
@@ -173,7 +205,7 @@ impl Store {
             backend,
             generation: Generation::default(),
             cache,
-            writer: (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            writer: (backend == Backend::Sqlite).then(|| Arc::new(Writer::default())),
         })
     }
 
@@ -208,14 +240,40 @@ impl Store {
     /// Begin a write transaction: `IMMEDIATE` on SQLite, so that a transaction that reads and
     /// then writes waits its turn instead of failing with SQLITE_BUSY.
     pub(crate) async fn write_tx(&self) -> Result<WriteTx> {
-        let writer = match &self.writer {
-            Some(m) => Some(
-                tokio::time::timeout(WRITER_WAIT, m.clone().lock_owned())
-                    .await
-                    .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?,
-            ),
-            None => None,
+        let Some(w) = &self.writer else {
+            return self.begin(None).await;
         };
+        let foreground = Foreground::new(w);
+        let turn = tokio::time::timeout(WRITER_WAIT, w.turn.clone().lock_owned())
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
+        self.begin(Some((turn, Some(foreground)))).await
+    }
+
+    /// A write transaction for background work (the outbox dispatcher). On SQLite it first
+    /// lets foreground writers (requests, campaign batches) that wait for the turn or hold it
+    /// finish, for up to [`BACKGROUND_YIELD`]: background work never holds them up for long,
+    /// and is never starved.
+    pub(crate) async fn background_write_tx(&self) -> Result<WriteTx> {
+        let Some(w) = &self.writer else {
+            return self.begin(None).await;
+        };
+        let until = tokio::time::Instant::now() + BACKGROUND_YIELD;
+        while w.foreground.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let turn = tokio::time::timeout(WRITER_WAIT, w.turn.clone().lock_owned())
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
+        self.begin(Some((turn, None))).await
+    }
+
+    async fn begin(
+        &self,
+        writer: Option<(OwnedMutexGuard<()>, Option<Foreground>)>,
+    ) -> Result<WriteTx> {
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -251,7 +309,7 @@ pub(crate) struct WriteTx {
     generation: Generation,
     /// This process's turn to write (SQLite), held until the transaction ends; declared after
     /// `tx`, so it is released after the transaction is.
-    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _writer: Option<(OwnedMutexGuard<()>, Option<Foreground>)>,
 }
 
 impl WriteTx {

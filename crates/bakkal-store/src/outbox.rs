@@ -239,7 +239,7 @@ impl Store {
         if !due {
             return Ok(Vec::new());
         }
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.background_write_tx().await?;
         let mut ids: Vec<i64> = Vec::new();
         for (i, sql) in finders.iter().enumerate() {
             if ids.len() >= limit {
@@ -292,7 +292,7 @@ impl Store {
             .filter(|(_, o)| *o == DeliveryOutcome::Delivered)
             .map(|(id, _)| *id)
             .collect();
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.background_write_tx().await?;
         for chunk in delivered.chunks(500) {
             let mut q = SqlBuilder::new(
                 "UPDATE outbox_messages SET status = 'DELIVERED', lease_time = NULL, \
