@@ -639,3 +639,15 @@ fn routing_scripts_see_the_ticket_and_return_a_checked_route() {
         assert!(d.contains(needle), "{needle}");
     }
 }
+
+#[test]
+fn in_on_arrays_of_text_and_of_anything_else() {
+    let h = ScriptHost::new(Default::default());
+    // text in an array: the native comparison
+    assert!(value(&h, r#""b" in ["a", 1, "b"]"#));
+    assert!(!value(&h, r#""c" in ["a", 1, "b"]"#));
+    assert!(!value(&h, r#""1" in [1, 2]"#));
+    // other values still go through ==
+    assert!(value(&h, "2 in [1, 2]"));
+    assert!(!value(&h, "3 in [1, 2]"));
+}
