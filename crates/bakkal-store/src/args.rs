@@ -82,3 +82,28 @@ pub(crate) fn positional(backend: crate::Backend, n: usize) -> String {
         crate::Backend::Postgres => format!("${n}"),
     }
 }
+
+/// Append the VALUES tuples of a multi-row INSERT: `rows` tuples of `cols` placeholders, each
+/// followed by `literals` (constant columns, such as `, 'QUEUED', 0`), numbered in order.
+pub(crate) fn push_value_rows(
+    sql: &mut String,
+    backend: crate::Backend,
+    rows: usize,
+    cols: usize,
+    literals: &str,
+) {
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&positional(backend, i * cols + c + 1));
+        }
+        sql.push_str(literals);
+        sql.push(')');
+    }
+}

@@ -10,7 +10,7 @@ use bakkal_domain::Customer;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::args::positional;
+use crate::args::push_value_rows;
 use crate::page::Cursor;
 use crate::segments::json_list;
 use crate::{Result, Store, StoreError};
@@ -689,19 +689,13 @@ impl Store {
                 "INSERT INTO outbox_messages (campaign_id, run_id, customer_id, channel, \
                  subject, body, idempotency_key, create_time, status, attempts) VALUES ",
             );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('(');
-                for c in 0..MESSAGE_COLUMNS {
-                    if c > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&positional(self.backend, i * MESSAGE_COLUMNS + c + 1));
-                }
-                sql.push_str(", 'QUEUED', 0)");
-            }
+            push_value_rows(
+                &mut sql,
+                self.backend,
+                chunk.len(),
+                MESSAGE_COLUMNS,
+                ", 'QUEUED', 0",
+            );
             sql.push_str(" ON CONFLICT (idempotency_key) DO NOTHING");
             let mut q = sqlx::query(&sql);
             for m in chunk {

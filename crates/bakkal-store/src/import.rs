@@ -10,7 +10,7 @@ use bakkal_domain::time::Micros;
 use bakkal_domain::{ConsentChannel, CustomerFields, Order};
 use sqlx::AnyConnection;
 
-use crate::args::{positional, Arg};
+use crate::args::{positional, push_value_rows, Arg};
 use crate::customers::{
     check_unique, field_args, load_live, refresh_referral_count, write_fields, FIELD_COLUMNS,
 };
@@ -150,19 +150,9 @@ fn insert_statement(
         "INSERT INTO customers ({}, create_time, update_time) VALUES ",
         FIELD_COLUMNS.join(", ")
     );
+    push_value_rows(&mut sql, backend, rows.len(), cols, "");
     let mut args = Vec::with_capacity(rows.len() * cols);
-    for (i, f) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&positional(backend, i * cols + c + 1));
-        }
-        sql.push(')');
+    for f in rows {
         args.extend(field_args(f));
         args.push(Arg::Int(now));
         args.push(Arg::Int(now));
