@@ -153,17 +153,8 @@ impl Store {
 
     /// Every order of a customer, newest first (for scripts and offers).
     pub async fn all_orders(&self, customer_id: i64) -> Result<Vec<Order>> {
-        let sql = format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE customer_id = $1 \
-             ORDER BY placed_time DESC, order_id DESC"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(customer_id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(order_from_row)
-            .collect::<std::result::Result<Vec<_>, _>>()?)
+        let mut orders = self.orders_of_customers(customer_id, customer_id).await?;
+        orders.sort_by(|a, b| (b.placed_time, &b.order_id).cmp(&(a.placed_time, &a.order_id)));
+        Ok(orders)
     }
 }

@@ -703,6 +703,55 @@ impl Store {
         Ok(out)
     }
 
+    /// The orders of customers `first..=last` (any status), as one JSON row: a driver row per
+    /// order costs more than the query. In no promised order.
+    pub(crate) async fn orders_of_customers(&self, first: i64, last: i64) -> Result<Vec<Order>> {
+        let sql = format!(
+            "SELECT {} FROM orders WHERE customer_id >= $1 AND customer_id <= $2",
+            json_agg(
+                self.backend,
+                &format!(
+                    "{}(order_id, customer_id, currency, placed_time, status, total, lines, \
+                     create_time)",
+                    json_array(self.backend)
+                ),
+                "customer_id"
+            )
+        );
+        let text: String = sqlx::query(&sql)
+            .bind(first)
+            .bind(last)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let rows: Vec<OrderJson> = serde_json::from_str(&text).map_err(decode_error)?;
+        rows.into_iter()
+            .map(
+                |(
+                    order_id,
+                    customer_id,
+                    currency,
+                    placed_time,
+                    status,
+                    _total,
+                    lines,
+                    create_time,
+                )| {
+                    Ok(Order {
+                        order_id,
+                        customer_id,
+                        currency,
+                        placed_time,
+                        status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Paid),
+                        lines: serde_json::from_str::<Vec<OrderLine>>(&lines)
+                            .map_err(decode_error)?,
+                        create_time,
+                    })
+                },
+            )
+            .collect()
+    }
+
     /// Live customers with id > `after` matching the base filter, in id order, at most
     /// `limit`, each with its tier and (when `with_orders`) its orders, read with one more
     /// query for the whole batch.
@@ -755,49 +804,10 @@ impl Store {
                 .enumerate()
                 .map(|(i, c)| (c.customer.id, i))
                 .collect();
-            let sql = format!(
-                "SELECT {} FROM orders WHERE customer_id >= $1 AND customer_id <= $2",
-                json_agg(
-                    self.backend,
-                    &format!(
-                        "{}(order_id, customer_id, currency, placed_time, status, total, lines, \
-                         create_time)",
-                        json_array(self.backend)
-                    ),
-                    "customer_id"
-                )
-            );
-            let text: String = sqlx::query(&sql)
-                .bind(first)
-                .bind(last)
-                .fetch_one(&self.pool)
-                .await?
-                .try_get(0)?;
-            let rows: Vec<OrderJson> = serde_json::from_str(&text).map_err(decode_error)?;
-            for (
-                order_id,
-                customer_id,
-                currency,
-                placed_time,
-                status,
-                _total,
-                lines,
-                create_time,
-            ) in rows
-            {
-                let Some(&i) = index.get(&customer_id) else {
-                    continue;
-                };
-                let lines: Vec<OrderLine> = serde_json::from_str(&lines).map_err(decode_error)?;
-                out[i].orders.push(Order {
-                    order_id,
-                    customer_id,
-                    currency,
-                    placed_time,
-                    status: OrderStatus::parse(&status).unwrap_or(OrderStatus::Paid),
-                    lines,
-                    create_time,
-                });
+            for o in self.orders_of_customers(first, last).await? {
+                if let Some(&i) = index.get(&o.customer_id) {
+                    out[i].orders.push(o);
+                }
             }
         }
         Ok(out)
