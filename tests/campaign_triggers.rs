@@ -7,23 +7,16 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bakkal::proto::campaign_service_client::CampaignServiceClient;
 use bakkal::proto::campaign_trigger::{AtTime, Kind, OnEvent, Recurring};
-use bakkal::proto::script_service_client::ScriptServiceClient;
 use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::{
     self, CampaignEventKind, CampaignState, CampaignStrategy, MessageChannel, MessageStatus,
 };
-use common::TestServer;
+use common::{campaigns, create_script, TestServer};
 use prost_types::Timestamp;
-use tonic::transport::Channel;
 use tonic::Code;
 
 const DAY: i64 = 86_400;
-
-fn campaigns(server: &TestServer) -> CampaignServiceClient<Channel> {
-    CampaignServiceClient::new(server.channel.clone())
-}
 
 fn now_secs() -> i64 {
     SystemTime::now()
@@ -51,23 +44,6 @@ fn today() -> (u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (m, d)
-}
-
-async fn create_script(server: &TestServer, kind: proto::ScriptKind, source: &str) -> String {
-    ScriptServiceClient::new(server.channel.clone())
-        .create_script(proto::CreateScriptRequest {
-            script: Some(proto::Script {
-                display_name: "rule".into(),
-                kind: kind as i32,
-                source: source.into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create script")
-        .into_inner()
-        .name
 }
 
 async fn customer(server: &TestServer, i: usize, consent: bool, tags: &[&str], birth: &str) -> i64 {

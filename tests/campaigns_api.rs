@@ -7,41 +7,17 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bakkal::proto::campaign_service_client::CampaignServiceClient;
-use bakkal::proto::script_service_client::ScriptServiceClient;
 use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::{self, CampaignStrategy, MessageChannel, MessageStatus};
-use common::TestServer;
-use tonic::transport::Channel;
+use common::{campaigns, create_script, TestServer};
 use tonic::Code;
 use tonic_types::StatusExt;
-
-fn campaigns(server: &TestServer) -> CampaignServiceClient<Channel> {
-    CampaignServiceClient::new(server.channel.clone())
-}
 
 fn violations(status: &tonic::Status) -> Vec<String> {
     status
         .get_details_bad_request()
         .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
-}
-
-async fn create_script(server: &TestServer, kind: proto::ScriptKind, source: &str) -> String {
-    ScriptServiceClient::new(server.channel.clone())
-        .create_script(proto::CreateScriptRequest {
-            script: Some(proto::Script {
-                display_name: "rule".into(),
-                kind: kind as i32,
-                source: source.into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create script")
-        .into_inner()
-        .name
 }
 
 /// `n` customers; even ones consent to email. Returns (id, consents) in creation order.

@@ -9,19 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bakkal::config::{Config, SinkKind};
-use bakkal::proto::campaign_service_client::CampaignServiceClient;
-use bakkal::proto::script_service_client::ScriptServiceClient;
 use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::{self, CampaignStrategy, MessageChannel, MessageStatus};
-use common::{Backend, TestServer};
+use common::{campaigns, create_script, Backend, TestServer};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use tonic::Code;
-
-fn campaigns(server: &TestServer) -> CampaignServiceClient<Channel> {
-    CampaignServiceClient::new(server.channel.clone())
-}
 
 // ---- a tiny HTTP/1.1 webhook receiver ---------------------------------------------------------
 
@@ -123,23 +116,6 @@ async fn serve(
 }
 
 // ---- campaign set-up ----------------------------------------------------------------------------
-
-async fn create_script(server: &TestServer, kind: proto::ScriptKind, source: &str) -> String {
-    ScriptServiceClient::new(server.channel.clone())
-        .create_script(proto::CreateScriptRequest {
-            script: Some(proto::Script {
-                display_name: "rule".into(),
-                kind: kind as i32,
-                source: source.into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create script")
-        .into_inner()
-        .name
-}
 
 /// `n` customers who consent to email; their names.
 async fn customers(server: &TestServer, n: usize) -> Vec<String> {

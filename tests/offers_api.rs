@@ -7,33 +7,15 @@ mod common;
 
 use bakkal::proto::campaign_service_client::CampaignServiceClient;
 use bakkal::proto::offer_service_client::OfferServiceClient;
-use bakkal::proto::script_service_client::ScriptServiceClient;
 use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::{self, CampaignStrategy, MessageChannel};
-use common::TestServer;
+use common::{create_script, TestServer};
 use sqlx::{AnyConnection, Connection};
 use tonic::transport::Channel;
 use tonic::Code;
 
 fn offers(server: &TestServer) -> OfferServiceClient<Channel> {
     OfferServiceClient::new(server.channel.clone())
-}
-
-async fn create_script(server: &TestServer, kind: proto::ScriptKind, source: &str) -> String {
-    ScriptServiceClient::new(server.channel.clone())
-        .create_script(proto::CreateScriptRequest {
-            script: Some(proto::Script {
-                display_name: "rule".into(),
-                kind: kind as i32,
-                source: source.into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create script")
-        .into_inner()
-        .name
 }
 
 async fn customer(server: &TestServer, email: &str) -> String {

@@ -7,10 +7,9 @@ mod common;
 use std::collections::HashMap;
 
 use bakkal::proto::customer_service_client::CustomerServiceClient;
-use bakkal::proto::script_service_client::ScriptServiceClient;
 use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::{self, import_customers_request::Row, preview_segment_request::Target};
-use common::TestServer;
+use common::{create_script, TestServer};
 use prost_types::FieldMask;
 use sqlx::{AnyConnection, Connection, Row as _};
 use tonic::transport::Channel;
@@ -120,23 +119,6 @@ async fn customer_id(conn: &mut AnyConnection, email: &str) -> String {
         .try_get(0)
         .expect("id");
     format!("customers/{id}")
-}
-
-async fn create_script(server: &TestServer, kind: proto::ScriptKind, source: &str) -> String {
-    ScriptServiceClient::new(server.channel.clone())
-        .create_script(proto::CreateScriptRequest {
-            script: Some(proto::Script {
-                display_name: "rule".into(),
-                kind: kind as i32,
-                source: source.into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .expect("create script")
-        .into_inner()
-        .name
 }
 
 async fn create_segment(server: &TestServer, script: &str, filter: &str) -> proto::Segment {

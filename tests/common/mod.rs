@@ -6,7 +6,10 @@
 use std::net::SocketAddr;
 
 use bakkal::config::Config;
+use bakkal::proto;
+use bakkal::proto::campaign_service_client::CampaignServiceClient;
 use bakkal::proto::customer_service_client::CustomerServiceClient;
+use bakkal::proto::script_service_client::ScriptServiceClient;
 use bakkal::proto::service_desk_service_client::ServiceDeskServiceClient;
 use sqlx::{Connection, Executor, PgConnection};
 use tokio::net::TcpListener;
@@ -263,4 +266,27 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// A CampaignService client on the test server.
+pub fn campaigns(server: &TestServer) -> CampaignServiceClient<Channel> {
+    CampaignServiceClient::new(server.channel.clone())
+}
+
+/// Create a script of `kind` through the API; its name.
+pub async fn create_script(server: &TestServer, kind: proto::ScriptKind, source: &str) -> String {
+    ScriptServiceClient::new(server.channel.clone())
+        .create_script(proto::CreateScriptRequest {
+            script: Some(proto::Script {
+                display_name: "rule".into(),
+                kind: kind as i32,
+                source: source.into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create script")
+        .into_inner()
+        .name
 }
