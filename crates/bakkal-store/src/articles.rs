@@ -14,6 +14,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::args::{bind, Arg, SqlBuilder};
+use crate::lock::{lock_key, lock_row};
 use crate::page::Cursor;
 #[allow(unused_imports)] // named in the docs
 use crate::WriteTx;
@@ -296,6 +297,9 @@ impl Store {
         now: Micros,
     ) -> Result<Article> {
         let mut tx = self.write_tx().await?;
+        if let Some(key) = key {
+            lock_key(&mut tx, key).await?;
+        }
         if let Some(id) = replayed(&mut tx, key).await? {
             let a = load(&mut tx, id).await?;
             tx.commit().await?;
@@ -376,6 +380,7 @@ impl Store {
         now: Micros,
     ) -> Result<Article> {
         let mut tx = self.write_tx().await?;
+        lock_row(&mut tx, "articles", id).await?;
         let current = load(&mut tx, id).await?;
         if let Some(e) = etag.map(str::trim).filter(|e| !e.is_empty()) {
             if e != current.etag() {

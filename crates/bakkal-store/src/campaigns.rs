@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::args::push_value_rows;
+use crate::lock::{lock_key, lock_row};
 use crate::page::Cursor;
 use crate::segments::json_list;
 use crate::{Result, Store, StoreError};
@@ -293,6 +294,7 @@ impl Store {
     ) -> Result<Campaign> {
         let mut tx = self.write_tx().await?;
         if let Some(rid) = request_id {
+            lock_key(&mut tx, &format!("CreateCampaign/{rid}")).await?;
             let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE request_id = $1");
             if let Some(r) = sqlx::query(&sql)
                 .bind(rid.to_string())
@@ -380,6 +382,7 @@ impl Store {
         now: Micros,
     ) -> Result<Campaign> {
         let mut tx = self.write_tx().await?;
+        lock_row(&mut tx, "campaigns", id).await?;
         let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1");
         let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? else {
             return Err(StoreError::NotFound(campaign_name(id)));
@@ -792,6 +795,7 @@ async fn set_state_in(
     to: &str,
     now: Micros,
 ) -> Result<Campaign> {
+    lock_row(tx, "campaigns", id).await?;
     let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1");
     let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await? else {
         return Err(StoreError::NotFound(campaign_name(id)));

@@ -14,6 +14,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::args::{bind, bind_as, Arg, SqlBuilder};
+use crate::lock::{lock_key, lock_row};
 use crate::page::Cursor;
 use crate::{Result, Store, StoreError};
 
@@ -197,6 +198,18 @@ pub(crate) async fn load_live(conn: &mut AnyConnection, id: i64) -> Result<Custo
         }
     }
     Err(StoreError::NotFound(customer_name(id)))
+}
+
+/// [`load_live`] for a read-check-write: the rows of `id` and of the live customer it now is
+/// are locked first (PostgreSQL; see `lock.rs`), so the check sees the latest commit.
+pub(crate) async fn load_live_locked(conn: &mut AnyConnection, id: i64) -> Result<Customer> {
+    lock_row(conn, "customers", id).await?;
+    let c = load_live(conn, id).await?;
+    if c.id == id {
+        return Ok(c);
+    }
+    lock_row(conn, "customers", c.id).await?;
+    load_live(conn, id).await
 }
 
 /// ALREADY_EXISTS when another live customer holds this email or phone.
@@ -556,6 +569,9 @@ impl Store {
         now: Micros,
     ) -> Result<Customer> {
         let mut tx = self.write_tx().await?;
+        if let Some(key) = key {
+            lock_key(&mut tx, key).await?;
+        }
         if let Some(id) = self.replayed(&mut tx, key).await? {
             let c = load_live(&mut tx, id).await?;
             tx.commit().await?;
@@ -663,7 +679,7 @@ impl Store {
         now: Micros,
     ) -> Result<Customer> {
         let mut tx = self.write_tx().await?;
-        let current = load_live(&mut tx, id).await?;
+        let current = load_live_locked(&mut tx, id).await?;
         if let Some(etag) = etag.filter(|e| !e.is_empty()) {
             if etag != current.etag() {
                 return Err(StoreError::Aborted(format!(
@@ -707,7 +723,7 @@ impl Store {
     /// Erase a customer's personal data. Their orders stay, anonymised; their interactions go.
     pub async fn delete_customer(&self, id: i64, etag: Option<&str>, now: Micros) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let current = load_live(&mut tx, id).await?;
+        let current = load_live_locked(&mut tx, id).await?;
         if current.id != id {
             // a merged name: erasing through it would erase the survivor by surprise
             return Err(StoreError::FailedPrecondition(format!(
@@ -823,6 +839,10 @@ impl Store {
         now: Micros,
     ) -> Result<Customer> {
         let mut tx = self.write_tx().await?;
+        // both rows locked, in id order so that two opposite merges cannot deadlock
+        for id in [primary.min(duplicate), primary.max(duplicate)] {
+            lock_row(&mut tx, "customers", id).await?;
+        }
         let p = load_live(&mut tx, primary).await?;
         if p.id != primary {
             return Err(StoreError::FailedPrecondition(format!(

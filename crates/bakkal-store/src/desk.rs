@@ -22,6 +22,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::args::{bind, Arg, SqlBuilder};
 use crate::customers::{insert_customer, load_live};
+use crate::lock::lock_row;
 use crate::page::{split_page, Cursor};
 use crate::{Backend, Result, Store, StoreError};
 
@@ -725,15 +726,6 @@ async fn hours_of(conn: &mut AnyConnection, t: &Ticket) -> Result<BusinessHours>
 // ---- the store ----------------------------------------------------------------------------
 
 impl Store {
-    /// The row lock a read-then-write takes: PostgreSQL locks the row; SQLite's write
-    /// transaction already excludes other writers.
-    fn row_lock(&self) -> &'static str {
-        match self.backend {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        }
-    }
-
     // ---- teams -------------------------------------------------------------------------------
 
     pub async fn create_team(&self, f: &TeamFields, now: Micros) -> Result<Team> {
@@ -783,6 +775,7 @@ impl Store {
         now: Micros,
     ) -> Result<Team> {
         let mut tx = self.write_tx().await?;
+        lock_row(&mut tx, "teams", id).await?;
         let current = load_team(&mut tx, id).await?;
         check_etag(
             etag,
@@ -877,6 +870,7 @@ impl Store {
         now: Micros,
     ) -> Result<Agent> {
         let mut tx = self.write_tx().await?;
+        lock_row(&mut tx, "agents", id).await?;
         let current = load_agent(&mut tx, id).await?;
         check_etag(
             etag,
@@ -963,6 +957,7 @@ impl Store {
         now: Micros,
     ) -> Result<SlaPolicy> {
         let mut tx = self.write_tx().await?;
+        lock_row(&mut tx, "sla_policies", id).await?;
         let current = load_policy(&mut tx, id).await?;
         check_etag(
             etag,

@@ -14,6 +14,7 @@ mod desk;
 mod error;
 mod import;
 mod interactions;
+mod lock;
 mod loyalty;
 mod offers;
 mod orders;

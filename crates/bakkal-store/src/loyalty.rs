@@ -26,6 +26,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::customers::load_live;
+use crate::lock::lock_key;
 use crate::page::Cursor;
 use crate::{Result, Store, StoreError};
 
@@ -493,6 +494,8 @@ impl Store {
         now: Micros,
     ) -> Result<StoredProgram> {
         let mut tx = self.write_tx().await?;
+        // the program's row may not exist yet: lock its key
+        lock_key(&mut tx, "loyalty_program").await?;
         let current = program_in(&mut tx).await?;
         if let Some(v) = expected_version {
             if v != current.version {

@@ -7,7 +7,8 @@ use bakkal_domain::{Order, OrderLine, OrderStatus};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::customers::{load_live, refresh_totals};
+use crate::customers::{load_live, load_live_locked, refresh_totals};
+use crate::lock::lock_key;
 use crate::page::Cursor;
 use crate::{Result, Store, StoreError};
 
@@ -106,7 +107,9 @@ impl Store {
         now: Micros,
     ) -> Result<Order> {
         let mut tx = self.write_tx().await?;
-        let c = load_live(&mut tx, customer_id).await?;
+        // the order id first (it may be claimed for another customer), then the customer
+        lock_key(&mut tx, &format!("order:{}", order.order_id)).await?;
+        let c = load_live_locked(&mut tx, customer_id).await?;
         order.customer_id = c.id;
         let (stored, changed) = record_in(&mut tx, order, now).await?;
         crate::triggers::order_placed_event(&mut tx, &stored, changed, now).await?;

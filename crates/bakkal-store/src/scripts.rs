@@ -7,6 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::args::{bind, Arg, SqlBuilder};
+use crate::lock::{lock_key, lock_row};
 use crate::page::Cursor;
 use crate::{Result, Store, StoreError};
 
@@ -196,6 +197,9 @@ impl Store {
         now: Micros,
     ) -> Result<Script> {
         let mut tx = self.write_tx().await?;
+        if let Some(key) = key {
+            lock_key(&mut tx, key).await?;
+        }
         if let Some(id) = replayed(&mut tx, key).await? {
             let s = load(&mut tx, id, None).await?;
             tx.commit().await?;
@@ -276,6 +280,7 @@ impl Store {
         now: Micros,
     ) -> Result<Script> {
         let mut tx = self.write_tx().await?;
+        lock_row(&mut tx, "scripts", id).await?;
         let current = load(&mut tx, id, None).await?;
         check_etag(&current, etag)?;
         let display_name = changes
@@ -321,6 +326,7 @@ impl Store {
         now: Micros,
     ) -> Result<Script> {
         let mut tx = self.write_tx().await?;
+        lock_row(&mut tx, "scripts", id).await?;
         let target = load(&mut tx, id, Some(revision)).await?;
         check_etag(&target, etag)?;
         if target.active_revision == revision {
