@@ -6,7 +6,10 @@ set -euo pipefail
 addr="$1"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
-call() { grpcurl -plaintext -d "$2" "$addr" "$1"; }
+# With auth on, BAKKAL_TOKEN holds the API key every call carries.
+auth=()
+[ -n "${BAKKAL_TOKEN:-}" ] && auth=(-H "authorization: Bearer $BAKKAL_TOKEN")
+call() { grpcurl -plaintext "${auth[@]}" -d "$2" "$addr" "$1"; }
 field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
 expect() { # expect <json> <python expression on d> <what>
     echo "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if eval(sys.argv[1]) else 1)' "$2" \
@@ -64,7 +67,7 @@ call bakkal.v1.SegmentService/RefreshSegment "{\"name\": \"$segment\"}" >/dev/nu
 campaign=$(call $C/CreateCampaign "{\"campaign\": {\"display_name\": \"Thanks\", \"strategy\": \"CAMPAIGN_STRATEGY_LOYALTY\",
     \"audience\": \"$segment\", \"message_script\": \"$msg_script\", \"channel\": \"MESSAGE_CHANNEL_EMAIL\"}}" | field '["name"]')
 run=$(call $C/LaunchCampaign "{\"name\": \"$campaign\"}" | field '["name"]')
-watched=$(grpcurl -plaintext -max-time 30 -d "{\"name\": \"$run\"}" "$addr" $C/WatchCampaignRun)
+watched=$(grpcurl -plaintext "${auth[@]}" -max-time 30 -d "{\"name\": \"$run\"}" "$addr" $C/WatchCampaignRun)
 echo "$watched" | grep -q '"state": "COMPLETED"' || { echo "walkthrough: the watched run did not complete: $watched"; exit 1; }
 call $C/ListMessages "{\"parent\": \"$campaign\"}" >/dev/null
 report=$(call $C/GetCampaignReport "{\"name\": \"$campaign\"}")

@@ -30,6 +30,8 @@ pub struct Config {
     pub loyalty_sweep: Option<Duration>,
     /// The service desk's clock and SLA watcher.
     pub desk: DeskConfig,
+    /// Whether calls need credentials (`auth/`).
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Config {
@@ -46,6 +48,7 @@ impl Config {
             loyalty_sweep: Some(Duration::from_secs(3600)),
             desk: DeskConfig::default(),
             delivery: DeliveryConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }

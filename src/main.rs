@@ -1,6 +1,7 @@
 //! `bakkal`: the CRM back end. `bakkal serve` runs the gRPC server; `bakkal migrate` applies
 //! database migrations and exits.
 
+use bakkal::auth::AuthConfig;
 use bakkal::config::{Config, DeliveryConfig, SinkKind, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 use bakkal::server;
 use clap::{Parser, Subcommand};
@@ -116,6 +117,18 @@ enum Command {
         /// How often the loyalty points-expiry sweep runs (seconds; 0 turns it off).
         #[arg(long, env = "BAKKAL_LOYALTY_SWEEP_SECS", default_value_t = 3600)]
         loyalty_sweep_secs: u64,
+        /// Require an API key (`authorization: Bearer bk_…`) on every call but health. Always
+        /// on when listening on a non-loopback address (unless --insecure-no-auth).
+        #[arg(long, env = "BAKKAL_REQUIRE_AUTH")]
+        require_auth: bool,
+        /// Serve a non-loopback address without authentication (trusted networks only).
+        #[arg(long, env = "BAKKAL_INSECURE_NO_AUTH", conflicts_with = "require_auth")]
+        insecure_no_auth: bool,
+    },
+    /// API keys, written straight to the database (no server needed): the first admin key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -126,6 +139,23 @@ enum Command {
     Script {
         #[command(subcommand)]
         command: ScriptCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key for the service account `--name` (created with `--role` when missing) and
+    /// print it, once: only a hash of it is stored.
+    Create {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// A built-in role: admin, integration, marketer, analyst, agent, agent_lead,
+        /// sales_rep, sales_manager, auditor.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// The service account's display name.
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -148,16 +178,23 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     // Log lines are formatted on the calling thread and written by a background one, so a slow
     // terminal or pipe never stalls a request; nothing is dropped (lossy: false).
+    let cli = Cli::parse();
+    // The server logs to standard output; the other commands to standard error, so that what
+    // they print (a key, a definition file) is all that standard output holds.
+    let out: Box<dyn std::io::Write + Send> = match cli.command {
+        Command::Serve { .. } => Box::new(std::io::stdout()),
+        _ => Box::new(std::io::stderr()),
+    };
     let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stdout());
+        .finish(out);
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
         )
         .with_writer(writer)
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Serve {
             listen,
             db,
@@ -166,6 +203,8 @@ async fn main() -> anyhow::Result<()> {
             delivery,
             scheduler_tick_ms,
             loyalty_sweep_secs,
+            require_auth,
+            insecure_no_auth,
         } => {
             let config = Config {
                 listen,
@@ -181,6 +220,10 @@ async fn main() -> anyhow::Result<()> {
                 scheduler_tick: std::time::Duration::from_millis(scheduler_tick_ms.max(10)),
                 loyalty_sweep: (loyalty_sweep_secs > 0)
                     .then(|| std::time::Duration::from_secs(loyalty_sweep_secs)),
+                auth: AuthConfig {
+                    require: require_auth,
+                    insecure_no_auth,
+                },
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -195,6 +238,32 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Keys {
+            command: KeysCommand::Create { db, role, name },
+        } => {
+            if bakkal::auth::permissions::BuiltIn::parse(&role).is_none() {
+                anyhow::bail!(
+                    "unknown role '{role}': use a built-in role (see docs/permissions.md)"
+                );
+            }
+            let config = Config {
+                max_connections: 1,
+                customer_cache: 0,
+                ..Config::new(DEFAULT_LISTEN.parse()?, db.database_url)
+            };
+            let store = server::open_store(&config).await?;
+            let (key, text) = bakkal::auth::keys::bootstrap(
+                &store,
+                &name,
+                &role,
+                bakkal_domain::time::now_micros(),
+            )
+            .await?;
+            store.close().await;
+            tracing::info!(key_id = %key.key_id, owner = %key.parent(), role = %role, "API key created");
+            std::io::Write::write_all(&mut std::io::stdout(), format!("{text}\n").as_bytes())?;
+            Ok(())
+        }
         Command::Migrate { db } => {
             let config = Config {
                 listen: DEFAULT_LISTEN.parse()?,
@@ -206,6 +275,7 @@ async fn main() -> anyhow::Result<()> {
                 delivery: DeliveryConfig::default(),
                 scheduler_tick: std::time::Duration::from_secs(1),
                 loyalty_sweep: None,
+                auth: AuthConfig::default(),
             };
             let store = server::open_store(&config).await?;
             store.close().await;

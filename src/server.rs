@@ -17,12 +17,16 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
+use crate::auth::layer::AuthLayer;
+use crate::auth::service::AccessApi;
+use crate::auth::Authenticator;
 use crate::campaign_service::CampaignApi;
 use crate::config::Config;
 use crate::customer_service::CustomerApi;
 use crate::loyalty_service::LoyaltyApi;
 use crate::offer_service::OfferApi;
 use crate::proto;
+use crate::proto::access_service_server::AccessServiceServer;
 use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::loyalty_service_server::LoyaltyServiceServer;
@@ -70,7 +74,8 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 7] = [
+const SERVICES: [&str; 8] = [
+    <AccessServiceServer<AccessApi> as NamedService>::NAME,
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ScriptServiceServer<ScriptApi> as NamedService>::NAME,
     <SegmentServiceServer<SegmentApi> as NamedService>::NAME,
@@ -106,6 +111,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let addr = listener.local_addr()?;
+    let auth = Arc::new(Authenticator::new(
+        store.clone(),
+        check_auth_posture(&config, addr, &store).await?,
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -160,11 +169,17 @@ pub async fn run(
         script_host.clone()
     )));
     let loyalty = with_codecs!(LoyaltyServiceServer::new(LoyaltyApi::new(store.clone())));
+    let access = with_codecs!(AccessServiceServer::new(AccessApi::new(
+        store.clone(),
+        auth.clone()
+    )));
 
     let layers = ServiceBuilder::new()
         .layer(tracing_layer::set_request_id())
         .layer(tracing_layer::trace_layer())
-        .layer(tracing_layer::propagate_request_id());
+        .layer(tracing_layer::propagate_request_id())
+        // who is calling and may they: before any body is decoded
+        .layer(AuthLayer::new(auth));
 
     // The outbox dispatcher, stopped before the store closes.
     let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
@@ -218,6 +233,7 @@ pub async fn run(
         .add_service(service_desk)
         .add_service(offers)
         .add_service(loyalty)
+        .add_service(access)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();
@@ -229,6 +245,43 @@ pub async fn run(
     store.close().await;
     tracing::info!("bakkal stopped");
     result.context("server failed")
+}
+
+/// Whether this server authenticates (see `AuthConfig::enabled_for`), refusing to start when
+/// it must but has no way to (no live API key yet), and saying loudly when it runs open.
+async fn check_auth_posture(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    store: &Store,
+) -> anyhow::Result<bool> {
+    if !config.auth.enabled_for(addr) {
+        if addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "authentication is OFF: anyone who can reach this address may read and change \
+                 every customer; pass --require-auth to require API keys (README: access control)"
+            );
+        } else {
+            tracing::warn!(
+                %addr,
+                "authentication is OFF on a non-loopback address (--insecure-no-auth)"
+            );
+        }
+        return Ok(false);
+    }
+    let keys = store
+        .live_api_key_count(bakkal_domain::time::now_micros())
+        .await
+        .context("cannot count API keys")?;
+    if keys == 0 {
+        anyhow::bail!(
+            "authentication is on (--require-auth, or a non-loopback address) but no API key \
+             exists yet: create the first with `bakkal keys create --role admin --name ops \
+             --database-url …`, or pass --insecure-no-auth on a trusted network"
+        );
+    }
+    tracing::info!(%addr, live_keys = keys, "authentication on: every call but health needs an API key");
+    Ok(true)
 }
 
 /// Resolves on SIGINT or SIGTERM.

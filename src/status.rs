@@ -171,3 +171,13 @@ pub fn script_failure(
     };
     Status::with_error_details(code, format!("{prefix}: {text}"), details)
 }
+
+/// At most the first 64 characters of caller text, for messages that quote it: an error never
+/// echoes a huge value back (or into the logs).
+pub fn quote(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}

@@ -4,7 +4,7 @@
 //! built-in acknowledgement, resolution and reminder messages), `watcher` (the SLA watcher).
 
 pub mod articles;
-mod convert;
+pub(crate) mod convert;
 pub mod messages;
 pub mod report;
 mod routing;

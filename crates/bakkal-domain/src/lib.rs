@@ -4,6 +4,7 @@
 //! numbers to E.164), resource names, list filters and the value keys derived from orders. No
 //! I/O, no gRPC, no SQL: the store and the transport both lean on this crate, never the other way.
 
+pub mod access;
 pub mod business_hours;
 pub mod customer;
 pub mod error;

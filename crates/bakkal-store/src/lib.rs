@@ -5,6 +5,7 @@
 //! differs, in `migrations/sqlite` and `migrations/postgres`. Every write is one transaction;
 //! SQLite write transactions begin `IMMEDIATE` so concurrent writers queue instead of failing.
 
+mod access;
 mod args;
 mod articles;
 mod cache;
@@ -36,6 +37,10 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::cache::{CustomerCache, Generation};
 
+pub use access::{
+    api_key_name, service_account_name, user_name, ApiKey, CustomRole, KeyOwner, NewApiKey,
+    ServiceAccount, User, UserFields,
+};
 pub use articles::{
     article_name, search_terms, snippet, Article, ArticleChanges, ArticleFields, ArticleHit,
     MAX_SEARCH_TERMS,

@@ -1,0 +1,283 @@
+//! Access control in the transport: who is calling (an API key resolved to a [`Principal`])
+//! and whether they may call this RPC (the one permission table in [`permissions`]). Both run
+//! in a tower layer ([`layer`]) before a request's body is decoded; the principal travels in
+//! the request's extensions. [`service`] is `bakkal.v1.AccessService`; [`keys`] makes keys
+//! (for the service and for `bakkal keys create`).
+
+pub mod keys;
+pub mod layer;
+pub mod permissions;
+pub mod service;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bakkal_domain::access::{self, KeyError, Principal, PrincipalKind};
+use bakkal_store::{KeyOwner, Store};
+use tonic::Status;
+
+use permissions::BuiltIn;
+
+/// How long a resolved key (or an unknown key id) is remembered: a revoked key stops working
+/// within this time, on every server.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// How the server authenticates.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Require a credential on every call but health (`--require-auth`).
+    pub require: bool,
+    /// Serve a non-loopback address without authentication (`--insecure-no-auth`).
+    pub insecure_no_auth: bool,
+}
+
+impl AuthConfig {
+    /// Is authentication on for a server listening on `listen`? On whenever required, and on
+    /// any non-loopback address unless explicitly turned off.
+    pub fn enabled_for(&self, listen: std::net::SocketAddr) -> bool {
+        self.require || (!listen.ip().is_loopback() && !self.insecure_no_auth)
+    }
+}
+
+/// The permission set of a list of roles (built-in and custom).
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub permissions: BTreeSet<String>,
+}
+
+impl Grants {
+    pub fn allows(&self, permission: &str) -> bool {
+        self.permissions.contains(permission)
+    }
+}
+
+/// A caller as the layer resolved them: who, and what they may do.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub grants: Arc<Grants>,
+}
+
+impl Caller {
+    pub fn reads_pii(&self) -> bool {
+        self.grants.allows("customers.pii.read")
+    }
+}
+
+/// Custom roles by name: their permissions.
+type RoleBook = HashMap<String, Vec<String>>;
+
+struct CachedKey {
+    at: Instant,
+    owner: Option<KeyOwner>,
+}
+
+/// Resolves credentials to callers, with a short cache in front of the store.
+pub struct Authenticator {
+    store: Store,
+    enabled: bool,
+    keys: Mutex<HashMap<String, CachedKey>>,
+    custom_roles: Mutex<Option<(Instant, Arc<RoleBook>)>>,
+    open: Caller,
+}
+
+impl Authenticator {
+    pub fn new(store: Store, enabled: bool) -> Authenticator {
+        let open = Principal::open();
+        let grants = Arc::new(Grants {
+            permissions: BuiltIn::Admin
+                .permissions()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+        });
+        Authenticator {
+            store,
+            enabled,
+            keys: Mutex::new(HashMap::new()),
+            custom_roles: Mutex::new(None),
+            open: Caller {
+                principal: open,
+                grants,
+            },
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Forget cached keys and roles (after a revocation or a new role on this server).
+    pub fn invalidate(&self) {
+        if let Ok(mut k) = self.keys.lock() {
+            k.clear();
+        }
+        if let Ok(mut r) = self.custom_roles.lock() {
+            *r = None;
+        }
+    }
+
+    /// The caller of a request with these headers: the open caller when authentication is off;
+    /// UNAUTHENTICATED for a missing, malformed, unknown, revoked or expired credential.
+    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
+        if !self.enabled {
+            return Ok(self.open.clone());
+        }
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Err(Status::unauthenticated(
+                "this server requires a credential: send `authorization: Bearer <API key>`",
+            ));
+        };
+        let text = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                Status::unauthenticated("the authorization header must be `Bearer <API key>`")
+            })?;
+        let parsed = access::parse_key(text).map_err(|e| match e {
+            KeyError::Malformed => Status::unauthenticated(e.to_string()),
+            KeyError::Checksum => Status::unauthenticated(e.to_string()),
+        })?;
+        let owner = self.key_owner(&parsed.key_id).await?;
+        let unknown = || Status::unauthenticated("unknown API key");
+        let Some(owner) = owner else {
+            return Err(unknown());
+        };
+        if !access::hashes_equal(&owner.secret_hash, &parsed.secret_hash()) {
+            return Err(unknown());
+        }
+        let now = bakkal_domain::time::now_micros();
+        if !owner.key.live_at(now) {
+            return Err(Status::unauthenticated(format!(
+                "API key {} is revoked or expired",
+                owner.key.key_id
+            )));
+        }
+        if !owner.active {
+            return Err(Status::unauthenticated(format!(
+                "the owner of API key {} ({}) is deactivated",
+                owner.key.key_id,
+                owner.key.parent()
+            )));
+        }
+        let roles = if owner.key.roles.is_empty() {
+            owner.owner_roles.clone()
+        } else {
+            owner.key.roles.clone()
+        };
+        let grants = Arc::new(self.grants(&roles).await?);
+        Ok(Caller {
+            principal: Principal {
+                kind: owner.key.parent_kind,
+                id: owner.key.parent_id,
+                key_id: Some(owner.key.key_id.clone()),
+                roles,
+                teams: owner.teams.clone(),
+            },
+            grants,
+        })
+    }
+
+    async fn key_owner(&self, key_id: &str) -> Result<Option<KeyOwner>, Status> {
+        if let Ok(cache) = self.keys.lock() {
+            if let Some(c) = cache.get(key_id) {
+                if c.at.elapsed() < KEY_CACHE_TTL {
+                    return Ok(c.owner.clone());
+                }
+            }
+        }
+        let owner = self.store.key_owner(key_id).await.map_err(|e| {
+            tracing::warn!(error = %e, "API key lookup failed");
+            Status::unavailable("cannot check credentials now; retry")
+        })?;
+        if let Ok(mut cache) = self.keys.lock() {
+            if cache.len() > 10_000 {
+                cache.retain(|_, c| c.at.elapsed() < KEY_CACHE_TTL);
+            }
+            cache.insert(
+                key_id.to_string(),
+                CachedKey {
+                    at: Instant::now(),
+                    owner: owner.clone(),
+                },
+            );
+        }
+        Ok(owner)
+    }
+
+    /// The union of the permissions of `roles`; unknown role names grant nothing.
+    pub async fn grants(&self, roles: &[String]) -> Result<Grants, Status> {
+        let mut permissions = BTreeSet::new();
+        let mut custom = Vec::new();
+        for r in roles {
+            match BuiltIn::parse(r) {
+                Some(b) => permissions.extend(b.permissions().into_iter().map(str::to_string)),
+                None => custom.push(r),
+            }
+        }
+        if !custom.is_empty() {
+            let book = self.custom_roles().await?;
+            for r in custom {
+                if let Some(ps) = book.get(r.as_str()) {
+                    permissions.extend(ps.iter().cloned());
+                }
+            }
+        }
+        Ok(Grants { permissions })
+    }
+
+    async fn custom_roles(&self) -> Result<Arc<RoleBook>, Status> {
+        if let Ok(c) = self.custom_roles.lock() {
+            if let Some((at, book)) = c.as_ref() {
+                if at.elapsed() < KEY_CACHE_TTL {
+                    return Ok(book.clone());
+                }
+            }
+        }
+        let roles = self.store.custom_roles().await.map_err(|e| {
+            tracing::warn!(error = %e, "custom roles lookup failed");
+            Status::unavailable("cannot check permissions now; retry")
+        })?;
+        let book: Arc<HashMap<String, Vec<String>>> =
+            Arc::new(roles.into_iter().map(|r| (r.name, r.permissions)).collect());
+        if let Ok(mut c) = self.custom_roles.lock() {
+            *c = Some((Instant::now(), book.clone()));
+        }
+        Ok(book)
+    }
+}
+
+/// The caller of a request (put there by the layer); the open caller when there is none
+/// (a handler called without the layer, in unit tests).
+pub fn caller_of<T>(req: &tonic::Request<T>) -> Caller {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(|| Caller {
+            principal: Principal::open(),
+            grants: Arc::new(Grants {
+                permissions: BuiltIn::Admin
+                    .permissions()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+            }),
+        })
+}
+
+/// A principal's kind as the name prefix of its resource.
+pub fn parse_principal_name(name: &str) -> Option<(PrincipalKind, i64)> {
+    if let Some(id) = name.strip_prefix("users/") {
+        return id.parse().ok().map(|i| (PrincipalKind::User, i));
+    }
+    if let Some(id) = name.strip_prefix("serviceAccounts/") {
+        return id.parse().ok().map(|i| (PrincipalKind::ServiceAccount, i));
+    }
+    None
+}

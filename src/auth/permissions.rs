@@ -1,0 +1,975 @@
+//! The one permission table: every RPC bakkal serves, the permission it needs, and the
+//! built-in roles. An RPC missing from the table is denied (a test checks the table against
+//! the served descriptor set both ways), and `docs/permissions.md` is generated from it.
+
+use std::collections::BTreeSet;
+
+/// Which records a permission is about; built-in roles are defined over families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    Customers,
+    Scripts,
+    Segments,
+    Campaigns,
+    Offers,
+    Loyalty,
+    Desk,
+    DeskAdmin,
+    Access,
+}
+
+/// Whether a call only reads, or changes something (audited), or exports data in bulk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Read,
+    Write,
+    Export,
+}
+
+/// One RPC: `service/method` (without the leading `/`), its permission, family and effect.
+#[derive(Debug, Clone, Copy)]
+pub struct Rpc {
+    pub method: &'static str,
+    pub permission: &'static str,
+    pub family: Family,
+    pub effect: Effect,
+}
+
+const fn rpc(
+    method: &'static str,
+    permission: &'static str,
+    family: Family,
+    effect: Effect,
+) -> Rpc {
+    Rpc {
+        method,
+        permission,
+        family,
+        effect,
+    }
+}
+
+use Effect::{Export, Read, Write};
+use Family::*;
+
+/// Every RPC and what it needs.
+pub const TABLE: &[Rpc] = &[
+    // access
+    rpc(
+        "bakkal.v1.AccessService/GetCallerIdentity",
+        "identity.get",
+        Access,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/CreateUser",
+        "users.create",
+        Access,
+        Write,
+    ),
+    rpc("bakkal.v1.AccessService/GetUser", "users.get", Access, Read),
+    rpc(
+        "bakkal.v1.AccessService/ListUsers",
+        "users.list",
+        Access,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/UpdateUser",
+        "users.update",
+        Access,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/CreateServiceAccount",
+        "serviceaccounts.create",
+        Access,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/GetServiceAccount",
+        "serviceaccounts.get",
+        Access,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/ListServiceAccounts",
+        "serviceaccounts.list",
+        Access,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/CreateApiKey",
+        "apikeys.create",
+        Access,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/GetApiKey",
+        "apikeys.get",
+        Access,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/ListApiKeys",
+        "apikeys.list",
+        Access,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/RevokeApiKey",
+        "apikeys.revoke",
+        Access,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/RotateApiKey",
+        "apikeys.rotate",
+        Access,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/ListRoles",
+        "roles.list",
+        Access,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.AccessService/CreateRole",
+        "roles.create",
+        Access,
+        Write,
+    ),
+    // customers
+    rpc(
+        "bakkal.v1.CustomerService/CreateCustomer",
+        "customers.create",
+        Customers,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/GetCustomer",
+        "customers.get",
+        Customers,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/ListCustomers",
+        "customers.list",
+        Customers,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/UpdateCustomer",
+        "customers.update",
+        Customers,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/DeleteCustomer",
+        "customers.delete",
+        Customers,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/FindDuplicates",
+        "customers.duplicates",
+        Customers,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/MergeCustomers",
+        "customers.merge",
+        Customers,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/RecordInteraction",
+        "interactions.record",
+        Customers,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/ListInteractions",
+        "interactions.list",
+        Customers,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/UpsertProduct",
+        "products.upsert",
+        Customers,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/ListProducts",
+        "products.list",
+        Customers,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/RecordOrder",
+        "orders.record",
+        Customers,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/ListOrders",
+        "orders.list",
+        Customers,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/ImportCustomers",
+        "customers.import",
+        Customers,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CustomerService/ExportCustomers",
+        "customers.export",
+        Customers,
+        Export,
+    ),
+    // scripts
+    rpc(
+        "bakkal.v1.ScriptService/CreateScript",
+        "scripts.create",
+        Scripts,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ScriptService/GetScript",
+        "scripts.get",
+        Scripts,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ScriptService/ListScripts",
+        "scripts.list",
+        Scripts,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ScriptService/UpdateScript",
+        "scripts.update",
+        Scripts,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ScriptService/ListScriptRevisions",
+        "scripts.list",
+        Scripts,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ScriptService/ActivateScriptRevision",
+        "scripts.activate",
+        Scripts,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ScriptService/ValidateScript",
+        "scripts.validate",
+        Scripts,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ScriptService/TestScript",
+        "scripts.test",
+        Scripts,
+        Read,
+    ),
+    // segments and value
+    rpc(
+        "bakkal.v1.SegmentService/SetValueModel",
+        "valuemodel.set",
+        Segments,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SegmentService/GetValueModel",
+        "valuemodel.get",
+        Segments,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SegmentService/ComputeScores",
+        "scores.compute",
+        Segments,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SegmentService/GetPyramid",
+        "pyramid.get",
+        Segments,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SegmentService/GetCustomerScore",
+        "scores.get",
+        Segments,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SegmentService/CreateSegment",
+        "segments.create",
+        Segments,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SegmentService/GetSegment",
+        "segments.get",
+        Segments,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SegmentService/ListSegments",
+        "segments.list",
+        Segments,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SegmentService/PreviewSegment",
+        "segments.preview",
+        Segments,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SegmentService/RefreshSegment",
+        "segments.refresh",
+        Segments,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SegmentService/ListSegmentMembers",
+        "segments.members",
+        Segments,
+        Read,
+    ),
+    // campaigns
+    rpc(
+        "bakkal.v1.CampaignService/CreateCampaign",
+        "campaigns.create",
+        Campaigns,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/GetCampaign",
+        "campaigns.get",
+        Campaigns,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/ListCampaigns",
+        "campaigns.list",
+        Campaigns,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/UpdateCampaign",
+        "campaigns.update",
+        Campaigns,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/PauseCampaign",
+        "campaigns.pause",
+        Campaigns,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/ResumeCampaign",
+        "campaigns.resume",
+        Campaigns,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/LaunchCampaign",
+        "campaigns.launch",
+        Campaigns,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/GetCampaignRun",
+        "campaigns.get",
+        Campaigns,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/DryRunCampaign",
+        "campaigns.dryrun",
+        Campaigns,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/ListMessages",
+        "messages.list",
+        Campaigns,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/GetMessage",
+        "messages.get",
+        Campaigns,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/WatchCampaignRun",
+        "campaigns.get",
+        Campaigns,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/ScheduleCampaign",
+        "campaigns.schedule",
+        Campaigns,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.CampaignService/GetCampaignReport",
+        "campaigns.report",
+        Campaigns,
+        Read,
+    ),
+    // offers
+    rpc(
+        "bakkal.v1.OfferService/GetOffers",
+        "offers.get",
+        Offers,
+        Read,
+    ),
+    // loyalty
+    rpc(
+        "bakkal.v1.LoyaltyService/GetLoyaltyProgram",
+        "loyaltyprogram.get",
+        Loyalty,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.LoyaltyService/UpdateLoyaltyProgram",
+        "loyaltyprogram.update",
+        Loyalty,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.LoyaltyService/GetLoyaltyAccount",
+        "loyalty.get",
+        Loyalty,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.LoyaltyService/ListPointsTransactions",
+        "loyalty.list",
+        Loyalty,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.LoyaltyService/RedeemPoints",
+        "loyalty.redeem",
+        Loyalty,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.LoyaltyService/AdjustPoints",
+        "loyalty.adjust",
+        Loyalty,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.LoyaltyService/RunExpirySweep",
+        "loyalty.sweep",
+        Loyalty,
+        Write,
+    ),
+    // service desk: tickets and the solution pool
+    rpc(
+        "bakkal.v1.ServiceDeskService/CreateTicket",
+        "tickets.create",
+        Desk,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/GetTicket",
+        "tickets.get",
+        Desk,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/ListTickets",
+        "tickets.list",
+        Desk,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/UpdateTicket",
+        "tickets.update",
+        Desk,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/AddTicketComment",
+        "tickets.comment",
+        Desk,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/ListTicketComments",
+        "tickets.get",
+        Desk,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/ResolveTicket",
+        "tickets.resolve",
+        Desk,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/ReopenTicket",
+        "tickets.reopen",
+        Desk,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/RateTicket",
+        "tickets.rate",
+        Desk,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/ListOverdueTickets",
+        "tickets.list",
+        Desk,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/GetArticle",
+        "articles.get",
+        Desk,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/ListArticles",
+        "articles.list",
+        Desk,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/SearchArticles",
+        "articles.search",
+        Desk,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/SuggestArticles",
+        "articles.search",
+        Desk,
+        Read,
+    ),
+    // service desk administration: teams, agents, SLA policies, the pool's articles, reports
+    rpc(
+        "bakkal.v1.ServiceDeskService/CreateAgent",
+        "agents.create",
+        DeskAdmin,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/GetAgent",
+        "agents.get",
+        DeskAdmin,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/ListAgents",
+        "agents.list",
+        DeskAdmin,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/UpdateAgent",
+        "agents.update",
+        DeskAdmin,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/CreateTeam",
+        "teams.create",
+        DeskAdmin,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/GetTeam",
+        "teams.get",
+        DeskAdmin,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/ListTeams",
+        "teams.list",
+        DeskAdmin,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/UpdateTeam",
+        "teams.update",
+        DeskAdmin,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/CreateSlaPolicy",
+        "slapolicies.create",
+        DeskAdmin,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/GetSlaPolicy",
+        "slapolicies.get",
+        DeskAdmin,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/ListSlaPolicies",
+        "slapolicies.list",
+        DeskAdmin,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/UpdateSlaPolicy",
+        "slapolicies.update",
+        DeskAdmin,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/CreateArticle",
+        "articles.create",
+        DeskAdmin,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/UpdateArticle",
+        "articles.update",
+        DeskAdmin,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.ServiceDeskService/GetServiceReport",
+        "servicereport.get",
+        DeskAdmin,
+        Read,
+    ),
+];
+
+/// Permissions that are not an RPC's but change what a response holds.
+pub const EXTRA_PERMISSIONS: &[(&str, &str)] = &[(
+    "customers.pii.read",
+    "see e-mail, phone, birth date and street-level data unmasked",
+)];
+
+/// The entry for a request path (`/service/method`).
+pub fn lookup(path: &str) -> Option<&'static Rpc> {
+    let method = path.strip_prefix('/')?;
+    TABLE.iter().find(|r| r.method == method)
+}
+
+/// Every permission name, sorted.
+pub fn all_permissions() -> BTreeSet<&'static str> {
+    TABLE
+        .iter()
+        .map(|r| r.permission)
+        .chain(EXTRA_PERMISSIONS.iter().map(|(p, _)| *p))
+        .collect()
+}
+
+/// A built-in role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltIn {
+    Admin,
+    Integration,
+    Marketer,
+    Analyst,
+    Agent,
+    AgentLead,
+    SalesRep,
+    SalesManager,
+    Auditor,
+}
+
+pub const BUILT_IN: &[BuiltIn] = &[
+    BuiltIn::Admin,
+    BuiltIn::Integration,
+    BuiltIn::Marketer,
+    BuiltIn::Analyst,
+    BuiltIn::Agent,
+    BuiltIn::AgentLead,
+    BuiltIn::SalesRep,
+    BuiltIn::SalesManager,
+    BuiltIn::Auditor,
+];
+
+impl BuiltIn {
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltIn::Admin => "admin",
+            BuiltIn::Integration => "integration",
+            BuiltIn::Marketer => "marketer",
+            BuiltIn::Analyst => "analyst",
+            BuiltIn::Agent => "agent",
+            BuiltIn::AgentLead => "agent_lead",
+            BuiltIn::SalesRep => "sales_rep",
+            BuiltIn::SalesManager => "sales_manager",
+            BuiltIn::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<BuiltIn> {
+        BUILT_IN.iter().copied().find(|b| b.name() == name)
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            BuiltIn::Admin => "everything, including keys, users and roles",
+            BuiltIn::Integration => {
+                "backend services: customers, orders, interactions, products, imports and \
+                 exports with personal data, offers, loyalty points, opening tickets"
+            }
+            BuiltIn::Marketer => {
+                "scripts, value model, segments, campaigns, offers; reads customers, \
+                 never exports them"
+            }
+            BuiltIn::Analyst => "reads everything but access control",
+            BuiltIn::Agent => {
+                "the service desk's tickets and solution pool; reads customers and their history"
+            }
+            BuiltIn::AgentLead => "an agent who also runs teams, agents, SLA policies, articles and the service report",
+            BuiltIn::SalesRep => "customers they work with: reads, creates and updates them, records interactions and orders",
+            BuiltIn::SalesManager => "a sales rep who also reads segments, the pyramid and campaign reports",
+            BuiltIn::Auditor => "reads users, service accounts, keys and roles; identity",
+        }
+    }
+
+    /// Does this role grant `r`'s permission?
+    pub fn grants(self, r: &Rpc) -> bool {
+        let read = r.effect == Effect::Read;
+        let p = r.permission;
+        let base = p == "identity.get";
+        base || match self {
+            BuiltIn::Admin => true,
+            BuiltIn::Integration => {
+                matches!(r.family, Customers | Offers)
+                    || matches!(
+                        p,
+                        "loyalty.get"
+                            | "loyalty.list"
+                            | "loyalty.redeem"
+                            | "loyalty.adjust"
+                            | "loyaltyprogram.get"
+                            | "tickets.create"
+                            | "tickets.get"
+                            | "scores.get"
+                    )
+            }
+            BuiltIn::Marketer => {
+                matches!(r.family, Scripts | Segments | Campaigns | Offers)
+                    || (r.family == Customers && read)
+                    || p == "loyaltyprogram.get"
+            }
+            BuiltIn::Analyst => read && r.family != Access,
+            BuiltIn::Agent => {
+                r.family == Desk
+                    || (r.family == Customers && read)
+                    || matches!(
+                        p,
+                        "loyalty.get" | "loyalty.list" | "agents.get" | "teams.get"
+                    )
+            }
+            BuiltIn::AgentLead => {
+                matches!(r.family, Desk | DeskAdmin)
+                    || (r.family == Customers && read)
+                    || matches!(p, "loyalty.get" | "loyalty.list" | "loyalty.adjust")
+            }
+            BuiltIn::SalesRep => {
+                (r.family == Customers
+                    && !matches!(
+                        p,
+                        "customers.delete"
+                            | "customers.merge"
+                            | "customers.import"
+                            | "customers.export"
+                            | "products.upsert"
+                    ))
+                    || matches!(p, "offers.get" | "scores.get" | "loyalty.get")
+            }
+            BuiltIn::SalesManager => {
+                BuiltIn::SalesRep.grants(r)
+                    || matches!(
+                        p,
+                        "segments.get"
+                            | "segments.list"
+                            | "segments.members"
+                            | "pyramid.get"
+                            | "campaigns.get"
+                            | "campaigns.list"
+                            | "campaigns.report"
+                    )
+            }
+            BuiltIn::Auditor => r.family == Access && read,
+        }
+    }
+
+    /// Does this role see personal data unmasked?
+    pub fn reads_pii(self) -> bool {
+        matches!(
+            self,
+            BuiltIn::Admin
+                | BuiltIn::Integration
+                | BuiltIn::Agent
+                | BuiltIn::AgentLead
+                | BuiltIn::SalesRep
+                | BuiltIn::SalesManager
+        )
+    }
+
+    /// Every permission this role has, sorted.
+    pub fn permissions(self) -> BTreeSet<&'static str> {
+        let mut out: BTreeSet<&'static str> = TABLE
+            .iter()
+            .filter(|r| self.grants(r))
+            .map(|r| r.permission)
+            .collect();
+        if self.reads_pii() {
+            out.insert("customers.pii.read");
+        }
+        out
+    }
+}
+
+/// `docs/permissions.md`, generated from the table (a test keeps the file in step).
+pub fn markdown() -> String {
+    let mut s = String::from(
+        "# Permissions\n\n\
+         Generated from `src/auth/permissions.rs` (the one permission table); a test fails when \
+         this file is stale. Regenerate with `BAKKAL_WRITE_DOCS=1 cargo test --lib auth`.\n\n\
+         Every RPC needs the permission in its row; an RPC that is not in the table is denied. \
+         Health (`grpc.health.v1.Health`) is always open; reflection needs any valid credential \
+         when authentication is on. A principal with several roles has the union of their \
+         permissions; custom roles (`AccessService.CreateRole`) list permissions by name.\n\n\
+         ## Built-in roles\n\n| role | what it is for | `customers.pii.read` |\n|---|---|---|\n",
+    );
+    for b in BUILT_IN {
+        s.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            b.name(),
+            b.description(),
+            if b.reads_pii() { "yes" } else { "no" }
+        ));
+    }
+    s.push_str("\n## RPCs\n\n| RPC | permission | effect | roles |\n|---|---|---|---|\n");
+    for r in TABLE {
+        let roles: Vec<&str> = BUILT_IN
+            .iter()
+            .filter(|b| b.grants(r))
+            .map(|b| b.name())
+            .collect();
+        s.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            r.method,
+            r.permission,
+            match r.effect {
+                Effect::Read => "read",
+                Effect::Write => "write",
+                Effect::Export => "export",
+            },
+            roles.join(", ")
+        ));
+    }
+    s.push_str(
+        "\n## Other permissions\n\n| permission | what it allows | roles |\n|---|---|---|\n",
+    );
+    for (p, what) in EXTRA_PERMISSIONS {
+        let roles: Vec<&str> = BUILT_IN
+            .iter()
+            .filter(|b| b.permissions().contains(p))
+            .map(|b| b.name())
+            .collect();
+        s.push_str(&format!("| `{p}` | {what} | {} |\n", roles.join(", ")));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    /// Every RPC in the served descriptor set of bakkal's own services.
+    fn served_methods() -> BTreeSet<String> {
+        let fds = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut out = BTreeSet::new();
+        for f in fds.file {
+            let package = f.package().to_string();
+            for s in &f.service {
+                for m in &s.method {
+                    out.insert(format!("{package}.{}/{}", s.name(), m.name()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_served_rpc_has_exactly_one_entry_and_every_entry_an_rpc() {
+        let served = served_methods();
+        let mut seen = BTreeSet::new();
+        for r in TABLE {
+            assert!(seen.insert(r.method), "{} is in the table twice", r.method);
+            assert!(
+                served.contains(r.method),
+                "{} is in the permission table but not served",
+                r.method
+            );
+        }
+        for m in &served {
+            assert!(
+                seen.contains(m.as_str()),
+                "{m} is served but has no entry in the permission table (it would be denied)"
+            );
+        }
+    }
+
+    #[test]
+    fn lookup_takes_request_paths() {
+        let r = lookup("/bakkal.v1.CustomerService/GetCustomer").unwrap();
+        assert_eq!(r.permission, "customers.get");
+        assert!(lookup("/bakkal.v1.CustomerService/Nope").is_none());
+        assert!(lookup("bakkal.v1.CustomerService/GetCustomer").is_none());
+    }
+
+    #[test]
+    fn marketers_cannot_export_and_analysts_cannot_write() {
+        let export = lookup("/bakkal.v1.CustomerService/ExportCustomers").unwrap();
+        assert!(!BuiltIn::Marketer.grants(export));
+        assert!(!BuiltIn::Marketer.reads_pii());
+        for r in TABLE {
+            if r.effect != Effect::Read {
+                assert!(!BuiltIn::Analyst.grants(r), "analyst may {}", r.permission);
+                assert!(!BuiltIn::Auditor.grants(r), "auditor may {}", r.permission);
+            }
+        }
+    }
+
+    #[test]
+    fn the_permissions_doc_is_generated_from_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/permissions.md");
+        let want = markdown();
+        if std::env::var_os("BAKKAL_WRITE_DOCS").is_some() {
+            std::fs::write(path, &want).expect("write docs/permissions.md");
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/permissions.md is stale: run BAKKAL_WRITE_DOCS=1 cargo test --lib auth"
+        );
+    }
+}
