@@ -8,9 +8,12 @@ use bakkal_store::{
     CustomerQuery, ImportCustomerRow, ImportOrderRow, ImportOutcome, Store,
     INTERACTION_FILTER_FIELDS,
 };
-use tokio::sync::mpsc;
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::convert::{self, customer_ref};
 use crate::page_token;
@@ -48,26 +51,96 @@ fn prefixed(prefix: &str) -> impl Fn(ValidationError) -> Status + '_ {
     move |e| invalid(e.prefixed(prefix))
 }
 
-/// Rows rejected before they reach the store: all counted, the first ones listed.
+/// The rows of the stream after the batch before, up to row `through`: rows of one kind for the
+/// store and the rows rejected before they reach it. The batches cover the stream in order.
 #[derive(Default)]
-struct Rejections {
-    count: i64,
-    listed: Vec<bakkal_store::Rejection>,
+struct Batch {
+    customers: Vec<ImportCustomerRow>,
+    orders: Vec<ImportOrderRow>,
+    rejected: Vec<bakkal_store::Rejection>,
+    through: i64,
 }
 
-impl Rejections {
+impl Batch {
     fn reject(&mut self, row: i64, reason: String) {
-        self.count += 1;
-        if self.listed.len() < MAX_REJECTED_LISTED {
-            self.listed.push(bakkal_store::Rejection { row, reason });
-        }
+        self.rejected.push(bakkal_store::Rejection { row, reason });
+    }
+
+    fn len(&self) -> usize {
+        self.customers.len() + self.orders.len() + self.rejected.len()
     }
 }
 
-/// A batch of import rows of one kind, in stream order.
-enum Batch {
-    Customers(Vec<ImportCustomerRow>),
-    Orders(Vec<ImportOrderRow>),
+/// What the committed batches of an import did: rows 1 to `through` are settled, every row
+/// after it is not stored.
+#[derive(Clone, Default)]
+struct Progress {
+    through: i64,
+    outcome: ImportOutcome,
+    /// All rejected rows; the first `MAX_REJECTED_LISTED` are listed in `outcome`.
+    rejected: i64,
+}
+
+impl Progress {
+    fn absorb(
+        &mut self,
+        mut out: ImportOutcome,
+        early: Vec<bakkal_store::Rejection>,
+        through: i64,
+    ) {
+        out.rejected.extend(early);
+        out.rejected.sort_by_key(|r| r.row);
+        self.rejected += out.rejected.len() as i64;
+        let room = MAX_REJECTED_LISTED.saturating_sub(self.outcome.rejected.len());
+        out.rejected.truncate(room);
+        self.outcome.absorb(out);
+        self.through = through;
+    }
+
+    fn response(self) -> proto::ImportCustomersResponse {
+        proto::ImportCustomersResponse {
+            created: self.outcome.created,
+            updated: self.outcome.updated,
+            rejected: self.rejected,
+            orders_recorded: self.outcome.orders_recorded,
+            rejected_rows: self
+                .outcome
+                .rejected
+                .into_iter()
+                .map(|r| proto::RejectedRow {
+                    row: r.row,
+                    reason: r.reason,
+                })
+                .collect(),
+        }
+    }
+
+    /// `cause` for an import that ended early, saying what was stored before it: in the
+    /// message and in an ErrorInfo (reason `IMPORT_INCOMPLETE`, domain `bakkal.v1`) whose
+    /// metadata holds the counts and `through`, the last row settled (resend from the next).
+    fn incomplete(&self, cause: Status) -> Status {
+        let o = &self.outcome;
+        let message = format!(
+            "import stopped: {}; rows 1 to {} were settled ({} created, {} updated, {} orders, \
+             {} rejected) and nothing after row {} was stored",
+            cause.message(),
+            self.through,
+            o.created,
+            o.updated,
+            o.orders_recorded,
+            self.rejected,
+            self.through
+        );
+        let metadata = HashMap::from([
+            ("through".to_string(), self.through.to_string()),
+            ("created".to_string(), o.created.to_string()),
+            ("updated".to_string(), o.updated.to_string()),
+            ("orders_recorded".to_string(), o.orders_recorded.to_string()),
+            ("rejected".to_string(), self.rejected.to_string()),
+        ]);
+        let details = ErrorDetails::with_error_info("IMPORT_INCOMPLETE", "bakkal.v1", metadata);
+        Status::with_error_details(cause.code(), message, details)
+    }
 }
 
 fn import_customer_row(row: i64, c: &proto::Customer) -> Result<ImportCustomerRow, String> {
@@ -365,42 +438,43 @@ impl CustomerService for CustomerApi {
         request: Request<Streaming<proto::ImportCustomersRequest>>,
     ) -> Result<Response<proto::ImportCustomersResponse>, Status> {
         let mut stream = request.into_inner();
-        // Decoding and validation run here while a writer task stores the previous batch, so
-        // the import uses two cores and never holds more than a few batches in memory.
+        // This task decodes and validates while a writer task stores the batches before, so
+        // the import uses two cores and holds at most a few batches. When the writer falls
+        // behind, the bounded channel stops this loop and the client waits on HTTP/2 flow
+        // control (see `server::STREAM_WINDOW`).
         let (tx, mut rx) = mpsc::channel::<Batch>(2);
+        // What the committed batches did: the writer's only report, read whatever ends it.
+        let (progress_tx, progress) = watch::channel(Progress::default());
         let store = self.store.clone();
         let writer = tokio::spawn(async move {
-            let mut total = ImportOutcome::default();
-            let mut rejected_count = 0i64;
             let mut busy = std::time::Duration::ZERO;
             while let Some(batch) = rx.recv().await {
                 let started = std::time::Instant::now();
                 let now = now_micros();
-                let out = match batch {
-                    Batch::Customers(rows) => store.import_customers(rows, now).await,
-                    Batch::Orders(rows) => store.import_orders(rows, now).await,
+                let out = if !batch.customers.is_empty() {
+                    store.import_customers(batch.customers, now).await?
+                } else if !batch.orders.is_empty() {
+                    store.import_orders(batch.orders, now).await?
+                } else {
+                    ImportOutcome::default()
                 };
-                let mut out = out?;
                 busy += started.elapsed();
-                rejected_count += out.rejected.len() as i64;
-                let room = MAX_REJECTED_LISTED.saturating_sub(total.rejected.len());
-                out.rejected.truncate(room);
-                total.absorb(out);
+                progress_tx.send_modify(|p| p.absorb(out, batch.rejected, batch.through));
             }
             tracing::debug!(
                 store_busy_ms = busy.as_millis() as u64,
                 "import writer done"
             );
-            Ok::<_, bakkal_store::StoreError>((total, rejected_count))
+            Ok::<_, bakkal_store::StoreError>(())
         });
 
         let started = std::time::Instant::now();
         let mut row: i64 = 0;
-        let mut early = Rejections::default();
-        let mut customers = Vec::new();
-        let mut orders = Vec::new();
+        let mut pending = Batch::default();
         let mut stream_error = None;
         let now = now_micros();
+        // `Err` once the writer has stopped: then reading on would be for nothing.
+        let mut writer_gone = false;
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,
@@ -411,90 +485,63 @@ impl CustomerService for CustomerApi {
                 }
             };
             row += 1;
+            // A batch holds rows of one kind; the other kind starts the next one.
+            let switch = match &msg.row {
+                Some(Row::Customer(_)) => !pending.orders.is_empty(),
+                Some(Row::Order(_)) => !pending.customers.is_empty(),
+                None => false,
+            };
+            if switch && tx.send(std::mem::take(&mut pending)).await.is_err() {
+                writer_gone = true;
+                break;
+            }
             match &msg.row {
                 Some(Row::Customer(c)) => match import_customer_row(row, c) {
-                    Ok(r) => {
-                        if !orders.is_empty() {
-                            let _ = tx.send(Batch::Orders(std::mem::take(&mut orders))).await;
-                        }
-                        customers.push(r);
-                    }
-                    Err(reason) => early.reject(row, reason),
+                    Ok(r) => pending.customers.push(r),
+                    Err(reason) => pending.reject(row, reason),
                 },
                 Some(Row::Order(o)) => match import_order_row(row, o, now) {
-                    Ok(r) => {
-                        if !customers.is_empty() {
-                            let _ = tx
-                                .send(Batch::Customers(std::mem::take(&mut customers)))
-                                .await;
-                        }
-                        orders.push(r);
-                    }
-                    Err(reason) => early.reject(row, reason),
+                    Ok(r) => pending.orders.push(r),
+                    Err(reason) => pending.reject(row, reason),
                 },
-                None => early.reject(row, "empty row: set customer or order".into()),
+                None => pending.reject(row, "empty row: set customer or order".into()),
             }
-            if customers.len() >= IMPORT_BATCH {
-                let _ = tx
-                    .send(Batch::Customers(std::mem::take(&mut customers)))
-                    .await;
-            }
-            if orders.len() >= IMPORT_BATCH {
-                let _ = tx.send(Batch::Orders(std::mem::take(&mut orders))).await;
+            pending.through = row;
+            if pending.len() >= IMPORT_BATCH && tx.send(std::mem::take(&mut pending)).await.is_err()
+            {
+                writer_gone = true;
+                break;
             }
         }
-        if !customers.is_empty() {
-            let _ = tx.send(Batch::Customers(customers)).await;
-        }
-        if !orders.is_empty() {
-            let _ = tx.send(Batch::Orders(orders)).await;
+        if !writer_gone && pending.through > 0 {
+            // the rows before a broken message are stored too; the error says so
+            let _ = tx.send(pending).await;
         }
         drop(tx);
-        let (mut total, stored_rejections) = writer
-            .await
-            .map_err(|e| Status::internal(format!("import writer failed: {e}")))?
-            .map_err(from_store)?;
-        let rejected = stored_rejections + early.count;
-        total.rejected.extend(early.listed);
-        total.rejected.sort_by_key(|r| r.row);
-        total.rejected.truncate(MAX_REJECTED_LISTED);
+        let ended = writer.await;
+        let done = progress.borrow().clone();
         tracing::info!(
             rows = row,
-            created = total.created,
-            updated = total.updated,
-            orders = total.orders_recorded,
-            rejected,
+            through = done.through,
+            created = done.outcome.created,
+            updated = done.outcome.updated,
+            orders = done.outcome.orders_recorded,
+            rejected = done.rejected,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "import finished"
         );
-        if let Some(e) = stream_error {
-            // what arrived before the broken message is stored; say so
-            return Err(Status::new(
-                e.code(),
-                format!(
-                    "import stream broke after row {row}: {}; rows before it were imported \
-                     ({} created, {} updated, {} orders, {rejected} rejected)",
-                    e.message(),
-                    total.created,
-                    total.updated,
-                    total.orders_recorded
-                ),
-            ));
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(done.incomplete(from_store(e))),
+            Err(e) => {
+                tracing::error!(error = %e, "import writer failed");
+                return Err(done.incomplete(Status::internal("the import writer failed")));
+            }
         }
-        Ok(Response::new(proto::ImportCustomersResponse {
-            created: total.created,
-            updated: total.updated,
-            rejected,
-            orders_recorded: total.orders_recorded,
-            rejected_rows: total
-                .rejected
-                .into_iter()
-                .map(|r| proto::RejectedRow {
-                    row: r.row,
-                    reason: r.reason,
-                })
-                .collect(),
-        }))
+        if let Some(e) = stream_error {
+            return Err(done.incomplete(e));
+        }
+        Ok(Response::new(done.response()))
     }
 
     type ExportCustomersStream = ReceiverStream<Result<proto::Customer, Status>>;

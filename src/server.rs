@@ -103,6 +103,30 @@ macro_rules! with_codecs {
     };
 }
 
+/// HTTP/2 receive window of one stream: how much of a client stream (an import) may wait in
+/// h2's buffer while the handler is not reading, e.g. while the database writes a batch.
+/// 256 KiB keeps a client 50 ms away at about 5 MB/s.
+pub const STREAM_WINDOW: u32 = 256 << 10;
+/// HTTP/2 receive window of a connection, 128 stream windows.
+///
+/// h2 closes a connection (GOAWAY `ENHANCE_YOUR_CALM`, "too_many_data_frames") when the DATA
+/// frames smaller than 256 bytes it holds unread are charged more than half the connection
+/// window, each charged 256 minus its length. gRPC clients (grpcurl, grpcio) send a small
+/// message a frame, so a stream window full of them must stay under that budget: the smallest
+/// gRPC message is 5 bytes, charged 251, about 50 per byte of window. Half of 128 stream
+/// windows is 64 per byte, so a full window of any gRPC messages fits, and of rows of 40 bytes
+/// or more (about 5 per byte), a dozen streams waiting at once. hyper does not let the server
+/// set h2's budget itself.
+pub const CONNECTION_WINDOW: u32 = 128 * STREAM_WINDOW;
+
+// The budget argument above, checked when the server is built.
+const _: () = {
+    let smallest_grpc_frame = 5;
+    let charged = 256 - smallest_grpc_frame;
+    let worst_stream = (STREAM_WINDOW / smallest_grpc_frame) * charged;
+    assert!(worst_stream <= CONNECTION_WINDOW / 2);
+};
+
 /// Serve on `listener` until `shutdown` resolves, then finish in-flight calls and return.
 pub async fn run(
     config: Config,
@@ -217,11 +241,9 @@ pub async fn run(
 
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    // Larger HTTP/2 windows than the 64 KiB default keep client streams (imports) flowing on
-    // fast links, and raise h2's allowance for buffered small DATA frames with them.
     let result = Server::builder()
-        .initial_stream_window_size(Some(4 << 20))
-        .initial_connection_window_size(Some(8 << 20))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)
