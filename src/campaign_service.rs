@@ -117,6 +117,7 @@ fn from_engine(e: EngineError) -> Status {
     match e {
         EngineError::Store(e) => from_store(e),
         EngineError::Internal(m) => internal(&m),
+        EngineError::Cancelled => crate::status::stopping(),
     }
 }
 

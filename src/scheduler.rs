@@ -283,6 +283,10 @@ impl Scheduler {
                 queued = r.counters.queued,
                 "campaign run ended"
             ),
+            // the server is stopping: the run stays RUNNING and is resumed from its last batch
+            Err(EngineError::Cancelled) => {
+                tracing::info!(run = %run.name(), "campaign run stopped with the server")
+            }
             Err(e) => {
                 tracing::error!(run = %run.name(), error = %e, "campaign run failed");
                 let _ = self

@@ -127,7 +127,13 @@ const _: () = {
     assert!(worst_stream <= CONNECTION_WINDOW / 2);
 };
 
+/// How long calls in flight at shutdown may still run scripts; then the script host stops
+/// every call, so a segment refresh or a campaign batch cannot hold the shutdown.
+pub const SCRIPT_GRACE: Duration = Duration::from_secs(1);
+
 /// Serve on `listener` until `shutdown` resolves, then finish in-flight calls and return.
+/// Scripts still running [`SCRIPT_GRACE`] after `shutdown` are stopped: the calls running them
+/// answer UNAVAILABLE and campaign runs stay RUNNING, resumed by the next server.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -224,7 +230,7 @@ pub async fn run(
     // The campaign scheduler (runs, triggers, events), stopped with the dispatcher.
     let scheduler = tokio::spawn(crate::scheduler::run(
         store.clone(),
-        script_host,
+        script_host.clone(),
         crate::scheduler::SchedulerOptions {
             tick: config.scheduler_tick,
             ..Default::default()
@@ -238,6 +244,15 @@ pub async fn run(
         config.loyalty_sweep,
         stop_rx,
     ));
+
+    let shutdown = async move {
+        shutdown.await;
+        tokio::spawn(async move {
+            tokio::time::sleep(SCRIPT_GRACE).await;
+            tracing::info!("stopping the scripts still running");
+            script_host.stop();
+        });
+    };
 
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -134,6 +134,8 @@ pub fn script_failure(
             Code::FailedPrecondition
         }
         ErrorCategory::Runtime | ErrorCategory::WrongReturnType => Code::InvalidArgument,
+        ErrorCategory::Cancelled => Code::Unavailable,
+        ErrorCategory::Internal => Code::Internal,
     };
     let place = match (e.line, e.column) {
         (Some(l), Some(c)) => format!("line {l}, column {c}: "),
@@ -156,6 +158,8 @@ pub fn script_failure(
         ErrorCategory::Input => "SCRIPT_INPUT",
         ErrorCategory::Runtime => "SCRIPT_RUNTIME_ERROR",
         ErrorCategory::WrongReturnType => "SCRIPT_WRONG_RETURN_TYPE",
+        ErrorCategory::Cancelled => "SCRIPT_CANCELLED",
+        ErrorCategory::Internal => "SCRIPT_INTERNAL_ERROR",
     };
     let mut details = ErrorDetails::with_error_info(reason, "bakkal.script", metadata);
     let field = if e.category == ErrorCategory::Input {
@@ -167,6 +171,7 @@ pub fn script_failure(
     let prefix = match e.category {
         ErrorCategory::Limit => "the script hit a limit",
         ErrorCategory::Input => "the script's input is unusable",
+        ErrorCategory::Cancelled => "the script was stopped",
         _ => "the script failed",
     };
     Status::with_error_details(code, format!("{prefix}: {text}"), details)
@@ -180,4 +185,9 @@ pub fn quote(text: &str) -> String {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text.to_string(),
     }
+}
+
+/// Work over many customers stopped before its end because the server is shutting down.
+pub fn stopping() -> Status {
+    Status::unavailable("stopped before the end: the server is shutting down; try again")
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bakkal_domain::time::Micros;
 use bakkal_domain::{ConsentChannel, Customer};
-use bakkal_script::{CompiledScript, Event, ScriptCustomer, ScriptHost};
+use bakkal_script::{Cancel, CompiledScript, Event, ScriptCustomer, ScriptHost};
 use bakkal_store::{
     BatchPosition, Campaign, CampaignRun, Lease, NewHoldout, NewMessage, RunCounters, Store,
     Trigger,
@@ -147,7 +147,9 @@ pub async fn decide(
     now: Micros,
 ) -> Result<BatchDecision, EngineError> {
     let prepared = prepare(store, campaign, targets, now, true).await?;
-    render(host, script, campaign, prepared).await
+    let cancel = Cancel::child_of(host.stopping());
+    let _cancel_when_dropped = cancel.cancel_on_drop();
+    render(host, script, campaign, prepared, &cancel).await
 }
 
 /// The reads of [`decide`]: everything but the script. `check_sent: false` skips looking the
@@ -254,12 +256,14 @@ pub async fn prepare(
 }
 
 /// The script part of [`decide`]: the MESSAGE script for each prepared customer, on every
-/// core (the batch in one slice per thread), off the async runtime.
+/// core (the batch in one slice per thread), off the async runtime. Fails with
+/// [`EngineError::Cancelled`] when `cancel` is cancelled before every customer was rendered.
 pub async fn render(
     host: &Arc<ScriptHost>,
     script: &Arc<CompiledScript>,
     campaign: &Campaign,
     prepared: Prepared,
+    cancel: &Cancel,
 ) -> Result<BatchDecision, EngineError> {
     let Prepared {
         mut counters,
@@ -279,55 +283,40 @@ pub async fn render(
     let script = script.clone();
     let campaign_id = campaign.id;
     let channel_name = campaign.fields.channel.clone();
-    let threads = crate::threads().clamp(1, work.len().max(1));
-    let (messages, errors) = tokio::task::spawn_blocking(move || {
-        let per = work.len().div_ceil(threads);
-        let mut slices: Vec<Vec<(Customer, Target)>> = Vec::with_capacity(threads);
-        let mut rest = work;
-        while rest.len() > per {
-            let tail = rest.split_off(per);
-            slices.push(rest);
-            rest = tail;
-        }
-        slices.push(rest);
-        let render = |slice: Vec<(Customer, Target)>| {
-            let mut messages = Vec::with_capacity(slice.len());
-            let mut errors = Vec::new();
-            for (c, t) in slice {
-                let id = c.id;
-                let sc = ScriptCustomer::new(c, Vec::new());
-                match host.eval_message(&script, &sc, &t.event, now).value {
-                    Ok(Some(m)) => messages.push(NewMessage {
+    let threads = crate::threads();
+    let cancel = cancel.clone();
+    let rendered = tokio::task::spawn_blocking(move || {
+        crate::parallel::each_on_all_cores(work, threads, &cancel, |(c, t)| {
+            let id = c.id;
+            let sc = ScriptCustomer::new(c, Vec::new());
+            host.eval_message(&script, &sc, &t.event, now)
+                .value
+                .map(|m| {
+                    m.map(|m| NewMessage {
                         customer_id: id,
                         channel: channel_name.clone(),
                         subject: m.subject,
                         body: m.body,
                         idempotency_key: message_key(campaign_id, id, &t.occasion),
-                    }),
-                    Ok(None) => {}
-                    Err(e) => errors.push(ErrorExample {
-                        customer: bakkal_domain::name::customer_name(id),
-                        message: e.to_string(),
-                    }),
-                }
-            }
-            (messages, errors)
-        };
-        std::thread::scope(|s| {
-            let mut slices = slices.into_iter();
-            let first = slices.next().unwrap_or_default();
-            let handles: Vec<_> = slices.map(|slice| s.spawn(|| render(slice))).collect();
-            let (mut messages, mut errors) = render(first);
-            for h in handles {
-                let (m, e) = h.join().unwrap_or_default();
-                messages.extend(m);
-                errors.extend(e);
-            }
-            (messages, errors)
+                    })
+                })
+                .map_err(|e| ErrorExample {
+                    customer: bakkal_domain::name::customer_name(id),
+                    message: e.to_string(),
+                })
         })
     })
     .await
-    .map_err(|e| EngineError::Internal(e.to_string()))?;
+    .map_err(|e| EngineError::Internal(e.to_string()))??;
+    let mut messages = Vec::with_capacity(rendered.len());
+    let mut errors = Vec::new();
+    for r in rendered {
+        match r {
+            Ok(Some(m)) => messages.push(m),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
     counters.script_errors = errors.len() as i64;
     Ok(BatchDecision {
         counters,
@@ -337,15 +326,23 @@ pub async fn render(
     })
 }
 
+/// How often a run looks whether its campaign was paused while a batch's scripts run.
+pub const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Run a campaign's started run to its end: every member after the run's position, batch by
 /// batch. Stops early (run PAUSED) when the campaign is paused meanwhile, and stops without
 /// a word (the run stays RUNNING) when `lease` is given and another server took it over:
 /// each batch is written only while the lease is held, and writing it renews the lease.
-/// A recurring campaign goes back to SCHEDULED at the end, any other to COMPLETED.
+/// A recurring campaign goes back to SCHEDULED at the end, any other to COMPLETED. When the
+/// script host is stopped (the server shutting down) the run stops with
+/// [`EngineError::Cancelled`] and stays RUNNING, to be resumed from its last written batch.
 ///
 /// Three batches are in flight at once, one per stage: one is read (members, customers,
 /// keys, caps), the one before has its scripts run, and the one before that is written.
 /// Members of different batches are different customers, so no stage sees another's work.
+/// The campaign's state is also looked at every [`PAUSE_POLL`] while they run: a pause stops
+/// the batch whose scripts are running (it is not written; a resume renders it again) after
+/// one script call per thread at most.
 pub async fn run(
     store: &Store,
     host: &Arc<ScriptHost>,
@@ -354,6 +351,38 @@ pub async fn run(
     run: &CampaignRun,
     lease: Option<&Lease>,
     now: impl Fn() -> Micros,
+) -> Result<CampaignRun, EngineError> {
+    let cancel = Cancel::child_of(host.stopping());
+    let _cancel_when_dropped = cancel.cancel_on_drop();
+    let paused = async {
+        loop {
+            tokio::time::sleep(PAUSE_POLL).await;
+            if let Ok(c) = store.get_campaign(campaign.id).await {
+                if c.state != "RUNNING" {
+                    cancel.cancel();
+                    break;
+                }
+            }
+        }
+        std::future::pending::<Result<CampaignRun, EngineError>>().await
+    };
+    tokio::select! {
+        biased;
+        r = pipeline(store, host, script, campaign, run, lease, &now, &cancel) => r,
+        r = paused => r,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pipeline(
+    store: &Store,
+    host: &Arc<ScriptHost>,
+    script: &Arc<CompiledScript>,
+    campaign: &Campaign,
+    run: &CampaignRun,
+    lease: Option<&Lease>,
+    now: &impl Fn() -> Micros,
+    cancel: &Cancel,
 ) -> Result<CampaignRun, EngineError> {
     let mut after = run.last_customer_id;
     let mut current = run.clone();
@@ -387,28 +416,35 @@ pub async fn run(
         match p {
             Some((p, last)) => {
                 let t = p.now;
-                Ok::<_, EngineError>(Some((render(host, script, campaign, p).await?, last, t)))
+                let d = render(host, script, campaign, p, cancel).await?;
+                Ok::<_, EngineError>(Some((d, last, t)))
             }
             None => Ok(None),
         }
+    };
+    // Stop: what was rendered is written; the batch not rendered yet waits for a resume.
+    let stop = |to_write: Option<(BatchDecision, i64, Micros)>, current: CampaignRun| async move {
+        let state = store.get_campaign(campaign.id).await?.state;
+        if state == "RUNNING" {
+            // the server is stopping: the run stays RUNNING for a resume
+            apply(to_write).await?;
+            return Err(EngineError::Cancelled);
+        }
+        match apply(to_write).await? {
+            Some(_) => {}
+            None => return Ok(current),
+        }
+        Ok(store
+            .finish_campaign_run(campaign.id, run.id, "PAUSED", "PAUSED", now())
+            .await?)
     };
     let mut exhausted = false;
     loop {
         if !exhausted {
             let state = store.get_campaign(campaign.id).await?.state;
             if state != "RUNNING" {
-                // what was decided is written; the rest waits for a resume
-                let rendered = render_next(to_render.take()).await?;
-                for w in [to_write.take(), rendered] {
-                    match apply(w).await? {
-                        Some(Some(r)) => current = r,
-                        Some(None) => {}
-                        None => return Ok(current),
-                    }
-                }
-                return Ok(store
-                    .finish_campaign_run(campaign.id, run.id, "PAUSED", "PAUSED", now())
-                    .await?);
+                cancel.cancel();
+                return stop(to_write.take(), current).await;
             }
         }
         let read = async {
@@ -438,7 +474,10 @@ pub async fn run(
             // another server took the run over from its last written position
             None => return Ok(current),
         }
-        to_write = rendered?;
+        match rendered {
+            Err(EngineError::Cancelled) => return stop(None, current).await,
+            r => to_write = r?,
+        }
         match read? {
             Some((p, last, full)) => {
                 after = last;

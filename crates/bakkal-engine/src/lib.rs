@@ -24,6 +24,7 @@
 pub mod campaign;
 pub mod model;
 pub mod offer;
+mod parallel;
 pub mod predicate;
 pub mod score;
 pub mod segment;
@@ -41,6 +42,8 @@ pub enum EngineError {
     Store(bakkal_store::StoreError),
     /// A worker thread failed (a bug; logged by the caller).
     Internal(String),
+    /// Stopped before the end: the run was paused, the server is stopping or the caller left.
+    Cancelled,
 }
 
 impl std::fmt::Display for EngineError {
@@ -48,6 +51,7 @@ impl std::fmt::Display for EngineError {
         match self {
             EngineError::Store(e) => write!(f, "{e}"),
             EngineError::Internal(m) => write!(f, "internal error: {m}"),
+            EngineError::Cancelled => f.write_str("stopped before the end"),
         }
     }
 }

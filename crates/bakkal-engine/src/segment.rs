@@ -1,7 +1,9 @@
 //! Segment evaluation: customers streamed from the store in keyset batches (the next batch is
 //! read while the current one is evaluated), the compiled `SEGMENT` script run over each batch
-//! on every core, off the async runtime. A script error for one customer is counted (the first
-//! few kept as examples) and that customer is not a member; the run goes on.
+//! on every core, off the async runtime. A script error for one customer (a panic inside the
+//! interpreter included) is counted (the first few kept as examples) and that customer is not
+//! a member; the run goes on. Every customer read is evaluated or counted as an error: a
+//! worker thread that fails anyway fails the whole evaluation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use bakkal_domain::filter::Clause;
 use bakkal_domain::name::customer_name;
 use bakkal_domain::time::Micros;
-use bakkal_script::{CompiledScript, ScriptCustomer, ScriptHost};
+use bakkal_script::{Cancel, CompiledScript, ScriptCustomer, ScriptHost};
 use bakkal_store::{BatchCustomer, PredicateClause, Segment, Store};
 
 use crate::EngineError;
@@ -105,75 +107,24 @@ pub struct RefreshOutcome {
     pub segment: Segment,
 }
 
-/// What a batch gave.
-#[derive(Default)]
-struct Part {
-    evaluated: i64,
-    matched: Vec<(i64, Option<String>)>,
-    errors: i64,
-    examples: Vec<ErrorExample>,
+/// What the script said of one customer.
+enum Verdict {
+    In(i64, Option<String>),
+    Out,
+    Failed(ErrorExample),
 }
 
-fn eval_slice(
-    host: &ScriptHost,
-    script: &CompiledScript,
-    batch: Vec<BatchCustomer>,
-    now: Micros,
-) -> Part {
-    let mut part = Part::default();
-    for b in batch {
-        part.evaluated += 1;
-        let id = b.customer.id;
-        let customer = ScriptCustomer::new(b.customer, b.orders);
-        match host.eval_segment(script, &customer, now).value {
-            Ok(true) => part.matched.push((id, b.tier)),
-            Ok(false) => {}
-            Err(e) => {
-                part.errors += 1;
-                if part.examples.len() < MAX_ERROR_EXAMPLES {
-                    part.examples.push(ErrorExample {
-                        customer: customer_name(id),
-                        message: e.to_string(),
-                    });
-                }
-            }
-        }
+fn judge(host: &ScriptHost, script: &CompiledScript, b: BatchCustomer, now: Micros) -> Verdict {
+    let id = b.customer.id;
+    let customer = ScriptCustomer::new(b.customer, b.orders);
+    match host.eval_segment(script, &customer, now).value {
+        Ok(true) => Verdict::In(id, b.tier),
+        Ok(false) => Verdict::Out,
+        Err(e) => Verdict::Failed(ErrorExample {
+            customer: customer_name(id),
+            message: e.to_string(),
+        }),
     }
-    part
-}
-
-/// Evaluate one batch on `threads` threads; the parts come back in id order.
-fn eval_batch(
-    host: &ScriptHost,
-    script: &CompiledScript,
-    mut batch: Vec<BatchCustomer>,
-    threads: usize,
-    now: Micros,
-) -> Vec<Part> {
-    let threads = threads.clamp(1, batch.len().max(1));
-    if threads == 1 {
-        return vec![eval_slice(host, script, batch, now)];
-    }
-    let per = batch.len().div_ceil(threads);
-    let mut slices = Vec::with_capacity(threads);
-    while batch.len() > per {
-        let rest = batch.split_off(per);
-        slices.push(batch);
-        batch = rest;
-    }
-    slices.push(batch);
-    std::thread::scope(|s| {
-        let mut slices = slices.into_iter();
-        let first = slices.next().unwrap_or_default();
-        let handles: Vec<_> = slices
-            .map(|slice| s.spawn(move || eval_slice(host, script, slice, now)))
-            .collect();
-        let mut parts = vec![eval_slice(host, script, first, now)];
-        for h in handles {
-            parts.push(h.join().unwrap_or_default());
-        }
-        parts
-    })
 }
 
 /// Run `rule` over every live customer matching `clauses`: as SQL when it is a pure
@@ -253,33 +204,43 @@ pub async fn evaluate(
     });
 
     let threads = crate::threads();
+    // Stops the batch being evaluated when the server stops or this future is dropped.
+    let cancel = Cancel::child_of(host.stopping());
+    let _cancel_when_dropped = cancel.cancel_on_drop();
     let mut out = Evaluation::default();
     while let Some(batch) = rx.recv().await {
         let batch = batch?;
         let host = host.clone();
         let script = script.clone();
-        let parts =
-            tokio::task::spawn_blocking(move || eval_batch(&host, &script, batch, threads, now))
-                .await
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-        for p in parts {
-            out.evaluated_count += p.evaluated;
-            out.error_count += p.errors;
-            for e in p.examples {
-                if out.error_examples.len() < MAX_ERROR_EXAMPLES {
-                    out.error_examples.push(e);
+        let cancel = cancel.clone();
+        let verdicts = tokio::task::spawn_blocking(move || {
+            crate::parallel::each_on_all_cores(batch, threads, &cancel, |b| {
+                judge(&host, &script, b, now)
+            })
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))??;
+        for v in verdicts {
+            out.evaluated_count += 1;
+            match v {
+                Verdict::In(id, tier) => {
+                    out.matched_count += 1;
+                    if out.sample.len() < sample_size {
+                        out.sample.push(id);
+                    }
+                    if collect_ids {
+                        out.matched_ids.push(id);
+                    }
+                    let key = tier.unwrap_or_else(|| UNSCORED.to_string());
+                    *out.tier_counts.entry(key).or_default() += 1;
                 }
-            }
-            out.matched_count += p.matched.len() as i64;
-            for (id, tier) in p.matched {
-                if out.sample.len() < sample_size {
-                    out.sample.push(id);
+                Verdict::Out => {}
+                Verdict::Failed(e) => {
+                    out.error_count += 1;
+                    if out.error_examples.len() < MAX_ERROR_EXAMPLES {
+                        out.error_examples.push(e);
+                    }
                 }
-                if collect_ids {
-                    out.matched_ids.push(id);
-                }
-                let key = tier.unwrap_or_else(|| UNSCORED.to_string());
-                *out.tier_counts.entry(key).or_default() += 1;
             }
         }
     }

@@ -18,6 +18,11 @@ pub enum ErrorCategory {
     /// The input handed to the script was unusable: a customer or event JSON document that
     /// does not parse, or a script evaluated as the wrong kind. (gRPC: `INVALID_ARGUMENT`.)
     Input,
+    /// The call was stopped from outside: the server is shutting down. (gRPC: `UNAVAILABLE`.)
+    Cancelled,
+    /// The interpreter itself failed (a panic in rhai or in bakkal's API: a bug, not the
+    /// script's fault, though this script triggers it). (gRPC: `INTERNAL`.)
+    Internal,
 }
 
 impl ErrorCategory {
@@ -27,6 +32,8 @@ impl ErrorCategory {
             ErrorCategory::Runtime => "RUNTIME",
             ErrorCategory::WrongReturnType => "WRONG_RETURN_TYPE",
             ErrorCategory::Input => "INPUT",
+            ErrorCategory::Cancelled => "CANCELLED",
+            ErrorCategory::Internal => "INTERNAL",
         }
     }
 }
@@ -34,6 +41,66 @@ impl ErrorCategory {
 impl fmt::Display for ErrorCategory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Why the host stopped a call from its progress callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// More operations than the limit, counted over the whole call.
+    Operations,
+    /// Past the call's deadline.
+    Deadline,
+    /// The host was stopped ([`crate::ScriptHost::stop`]).
+    Cancelled,
+}
+
+impl Stop {
+    /// The token handed to rhai (it comes back in `ErrorTerminated`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Stop::Operations => "operations",
+            Stop::Deadline => "deadline",
+            Stop::Cancelled => "cancelled",
+        }
+    }
+
+    pub(crate) fn error(self, deadline_ms: u128) -> ScriptError {
+        match self {
+            Stop::Operations => ScriptError::new(
+                ErrorCategory::Limit,
+                "too many operations: the script does too much work (an endless loop?)",
+            ),
+            Stop::Deadline => ScriptError::new(
+                ErrorCategory::Limit,
+                format!("ran past its deadline of {deadline_ms} ms (an endless loop?)"),
+            ),
+            Stop::Cancelled => ScriptError::new(
+                ErrorCategory::Cancelled,
+                "stopped: the server is shutting down",
+            ),
+        }
+    }
+
+    /// The error of a call stopped this way; `err` is what rhai made of it, if it still failed
+    /// (for the call stack and a position).
+    pub(crate) fn error_at(
+        self,
+        err: Option<&EvalAltResult>,
+        deadline_ms: u128,
+        fallback: Position,
+    ) -> ScriptError {
+        let mut out = self.error(deadline_ms);
+        match err {
+            Some(e) => {
+                let at = ScriptError::from_eval(e, deadline_ms, fallback);
+                out.line = at.line;
+                out.column = at.column;
+                out.call_stack = at.call_stack;
+                out
+            }
+            None => out.at(fallback),
+        }
     }
 }
 
@@ -62,6 +129,19 @@ impl ScriptError {
 
     pub fn input(message: impl Into<String>) -> Self {
         Self::new(ErrorCategory::Input, message)
+    }
+
+    /// A panic caught around a call, with its message.
+    pub(crate) fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string());
+        Self::new(
+            ErrorCategory::Internal,
+            format!("the script interpreter failed (a bug in bakkal, reported): {what}"),
+        )
     }
 
     pub fn category(&self) -> ErrorCategory {

@@ -4,14 +4,15 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bakkal_domain::time::Micros;
-use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{CallFnOptions, Dynamic, Engine, Position, Scope, AST};
 
-use crate::error::{Diagnostic, ErrorCategory, ScriptError};
+use crate::cancel::Cancel;
+use crate::error::{Diagnostic, ErrorCategory, ScriptError, Stop};
 use crate::ticket::{Route, ScriptTicket};
 use crate::types::{Catalog, Event, Message, Offer, ScriptCustomer};
 use crate::validate::KnownFunctions;
@@ -192,7 +193,13 @@ const MAX_LOG_LINE: usize = 1024;
 struct CallCtx {
     now: Micros,
     deadline: Instant,
+    /// Every operation of the call, those of closures run by `sort`, `map`… included.
     operations: u64,
+    max_operations: u64,
+    /// Why the call was stopped, once it was. It stays: every later operation stops too, so a
+    /// limit hit inside a callback whose error rhai drops (a `sort` comparator) still fails
+    /// the call.
+    stop: Option<Stop>,
     logs: Vec<String>,
     max_logs: usize,
     dropped_logs: usize,
@@ -275,6 +282,8 @@ struct Cache {
 pub struct ScriptHost {
     engine: Engine,
     config: HostConfig,
+    /// Cancelled by [`ScriptHost::stop`]: every call stops at its next operation.
+    stopping: Cancel,
     known: KnownFunctions,
     cache: Mutex<Cache>,
 }
@@ -295,30 +304,26 @@ impl Default for ScriptHost {
 
 impl ScriptHost {
     pub fn new(config: HostConfig) -> Self {
-        let mut engine = Engine::new();
-        engine
-            .set_max_operations(config.max_operations)
-            .set_max_call_levels(config.max_call_levels)
-            .set_max_expr_depths(config.max_expr_depth, config.max_function_expr_depth)
-            .set_max_string_size(config.max_string_size)
-            .set_max_array_size(config.max_array_size)
-            .set_max_map_size(config.max_map_size)
-            .set_strict_variables(true)
-            .set_fail_on_invalid_map_property(false)
-            .set_module_resolver(DummyModuleResolver::new())
-            .disable_symbol("eval")
-            .disable_symbol("import")
-            .disable_symbol("export");
-
-        engine.on_progress(|ops| {
+        let mut engine = crate::sandbox::engine(&config);
+        let stopping = Cancel::new();
+        let stopped = stopping.clone();
+        engine.on_progress(move |_| {
             CTX.with(|c| {
                 let mut c = c.borrow_mut();
                 let ctx = c.as_mut()?;
-                ctx.operations = ops;
-                if ops % 64 == 0 && Instant::now() >= ctx.deadline {
-                    return Some("deadline".into());
+                ctx.operations += 1;
+                if ctx.stop.is_none() {
+                    if ctx.max_operations > 0 && ctx.operations > ctx.max_operations {
+                        ctx.stop = Some(Stop::Operations);
+                    } else if ctx.operations % 64 == 0 {
+                        if stopped.is_cancelled() {
+                            ctx.stop = Some(Stop::Cancelled);
+                        } else if Instant::now() >= ctx.deadline {
+                            ctx.stop = Some(Stop::Deadline);
+                        }
+                    }
                 }
-                None
+                ctx.stop.map(|s| s.as_str().into())
             })
         });
         engine.on_print(|s| log_line(s.to_string()));
@@ -334,6 +339,7 @@ impl ScriptHost {
         ScriptHost {
             engine,
             config,
+            stopping,
             known,
             cache: Mutex::new(Cache::default()),
         }
@@ -345,6 +351,18 @@ impl ScriptHost {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Stop every call, running or to come: each fails with [`ErrorCategory::Cancelled`] at
+    /// its next operations. For a server shutting down; there is no way back.
+    pub fn stop(&self) {
+        self.stopping.cancel();
+    }
+
+    /// The token [`ScriptHost::stop`] cancels: work over many customers makes its own
+    /// tokens as children of it ([`Cancel::child_of`]).
+    pub fn stopping(&self) -> &Cancel {
+        &self.stopping
     }
 
     /// Definition file (`.d.rhai`) of everything bakkal registers, with doc comments, for
@@ -620,32 +638,42 @@ impl ScriptHost {
                 script.kind, kind
             )));
         }
+        if self.stopping.is_cancelled() {
+            return Outcome::failed(Stop::Cancelled.error(self.config.deadline.as_millis()));
+        }
         let start = Instant::now();
         let guard = CtxGuard::enter(CallCtx {
             now,
             deadline: start + self.config.deadline,
             operations: 0,
+            max_operations: self.config.max_operations,
+            stop: None,
             logs: Vec::new(),
             max_logs: self.config.max_log_lines,
             dropped_logs: 0,
         });
         let mut scope = Scope::new();
-        let result = self.engine.call_fn_with_options::<Dynamic>(
-            CallFnOptions::new().eval_ast(true).rewind_scope(true),
-            &mut scope,
-            &script.ast,
-            kind.entry_point(),
-            args,
-        );
+        // A panic inside the engine (a bug in rhai or in bakkal's API) fails this call only.
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.engine.call_fn_with_options::<Dynamic>(
+                CallFnOptions::new().eval_ast(true).rewind_scope(true),
+                &mut scope,
+                &script.ast,
+                kind.entry_point(),
+                args,
+            )
+        }));
         let ctx = guard.finish();
         let elapsed = start.elapsed();
-        let value = match result {
-            Ok(v) => convert(v, script.entry_pos),
-            Err(e) => Err(ScriptError::from_eval(
-                &e,
-                self.config.deadline.as_millis(),
-                script.entry_pos,
-            )),
+        let deadline_ms = self.config.deadline.as_millis();
+        let value = match (result, ctx.stop) {
+            (Err(panic), _) => Err(ScriptError::panicked(panic.as_ref()).at(script.entry_pos)),
+            // Stopped, whatever the script made of it (rhai drops errors of sort comparators).
+            (Ok(result), Some(stop)) => {
+                Err(stop.error_at(result.err().as_deref(), deadline_ms, script.entry_pos))
+            }
+            (Ok(Ok(v)), None) => convert(v, script.entry_pos),
+            (Ok(Err(e)), None) => Err(ScriptError::from_eval(&e, deadline_ms, script.entry_pos)),
         };
         let mut logs = ctx.logs;
         if ctx.dropped_logs > 0 {

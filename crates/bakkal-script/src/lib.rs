@@ -19,14 +19,17 @@
 //! This crate knows nothing of gRPC or SQL.
 
 mod api;
+pub mod cancel;
 pub mod error;
 mod host;
 mod json;
+mod sandbox;
 pub mod ticket;
 pub mod time;
 pub mod types;
 mod validate;
 
+pub use cancel::{Cancel, CancelOnDrop};
 pub use error::{Diagnostic, ErrorCategory, ScriptError};
 pub use host::{CompiledScript, HostConfig, Outcome, ScriptHost, ScriptKind};
 pub use ticket::{Route, ScriptTicket};
@@ -48,4 +51,8 @@ fn register(engine: &mut rhai::Engine) {
         .register_iterator::<types::Catalog>();
     engine.register_global_module(exported_module!(api::bakkal_api).into());
     engine.register_global_module(exported_module!(ticket::ticket_api).into());
+    #[cfg(feature = "fault-injection")]
+    engine.register_fn("panic_for_tests", |message: &str| -> bool {
+        panic!("panic_for_tests: {message}")
+    });
 }

@@ -157,6 +157,14 @@ pub(crate) fn check(known: &KnownFunctions, kind: ScriptKind, ast: &AST) -> Vec<
         if KEYWORDS.contains(&name.as_str()) {
             continue;
         }
+        let unavailable = crate::sandbox::UNAVAILABLE.iter().find(|(n, _)| *n == name);
+        if let (Some((_, why)), None) = (unavailable, script_fns.get(&name)) {
+            out.push(Diagnostic::new(
+                pos,
+                format!("`{name}` is not available to scripts: {why}"),
+            ));
+            continue;
+        }
         // A method call `x.f(a)` calls a native `f(x, a)` or a script `f(a)` with `this` = x.
         let native_args = if method { args + 1 } else { args };
         let native = known.get(&name);

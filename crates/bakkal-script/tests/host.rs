@@ -651,3 +651,43 @@ fn in_on_arrays_of_text_and_of_anything_else() {
     assert!(value(&h, "2 in [1, 2]"));
     assert!(!value(&h, "3 in [1, 2]"));
 }
+
+#[test]
+fn blocking_and_clock_built_ins_are_refused_at_validation() {
+    let h = ScriptHost::default();
+    for call in ["sleep(3)", "sleep(1e300)", "timestamp()", "exit(1)"] {
+        let src = format!("fn matches(c) {{ {call}; true }}");
+        let d = h.validate(ScriptKind::Segment, &src);
+        assert!(
+            d.iter()
+                .any(|d| d.message.contains("not available to scripts")),
+            "{src}: {d:?}"
+        );
+    }
+    // nor through a function pointer: they are not in the engine at all
+    let e = fails(&h, "fn matches(c) { Fn(\"sleep\").call(3); true }");
+    assert_eq!(e.category(), ErrorCategory::Runtime, "{e}");
+}
+
+#[test]
+fn a_limit_hit_inside_a_callback_fails_the_call() {
+    let h = ScriptHost::default();
+    for body in [
+        "let a = [3, 1, 2]; a.sort(|x, y| { loop {} }); true",
+        "let a = [3, 1, 2]; a.dedup(|x, y| { loop {} }); true",
+        "[1, 2].map(|x| { let n = 0; while true { n += 1 } n }); true",
+        "[1, 2, 3].reduce(|s, x| { loop {} }, 0); true",
+    ] {
+        let src = format!("fn matches(c) {{ {body} }}");
+        let e = fails(&h, &src);
+        assert_eq!(e.category(), ErrorCategory::Limit, "{src}: {e}");
+    }
+}
+
+#[test]
+fn a_stopped_host_fails_calls_as_cancelled() {
+    let h = ScriptHost::default();
+    h.stop();
+    let e = fails(&h, "fn matches(c) { true }");
+    assert_eq!(e.category(), ErrorCategory::Cancelled, "{e}");
+}
