@@ -12,6 +12,7 @@ use bakkal_domain::{
 };
 use prost_types::Timestamp;
 
+use crate::auth::mask::Pii;
 use crate::proto;
 
 pub fn timestamp(m: Micros) -> Timestamp {
@@ -73,18 +74,19 @@ fn consent_to_proto(c: Consent) -> proto::Consent {
     }
 }
 
-pub fn customer_to_proto(c: &Customer, now: Micros) -> proto::Customer {
+/// A customer as a response carries it: personal data masked unless `pii` shows it.
+pub fn customer_to_proto(c: &Customer, now: Micros, pii: Pii) -> proto::Customer {
     let f = &c.fields;
     let v = c.value_keys(now);
     proto::Customer {
         name: c.name(),
         display_name: f.display_name.clone(),
-        email: f.email.clone().unwrap_or_default(),
-        phone: f.phone.clone().unwrap_or_default(),
+        email: pii.email(f.email.as_deref().unwrap_or_default()),
+        phone: pii.phone(f.phone.as_deref().unwrap_or_default()),
         country_code: f.country_code.clone().unwrap_or_default(),
         region: f.region.clone(),
         city: f.city.clone(),
-        birth_date: f.birth_date.clone().unwrap_or_default(),
+        birth_date: pii.hidden(f.birth_date.as_deref().unwrap_or_default()),
         stage: stage_to_proto(c.stage(now)) as i32,
         tags: f.tags.clone(),
         attributes: f.attributes.clone().into_iter().collect(),

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::auth::mask::Pii;
 use crate::convert::{self, customer_ref};
 use crate::page_token;
 use crate::proto::customer_service_server::CustomerService;
@@ -169,6 +170,7 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<proto::CreateCustomerRequest>,
     ) -> Result<Response<proto::Customer>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let c = required(&req.customer, "customer")?;
         let fields = convert::customer_fields(c)
@@ -188,22 +190,30 @@ impl CustomerService for CustomerApi {
             .await
             .map_err(from_store)?;
         tracing::info!(customer = %created.name(), "customer created");
-        Ok(Response::new(convert::customer_to_proto(&created, now)))
+        Ok(Response::new(convert::customer_to_proto(
+            &created, now, pii,
+        )))
     }
 
     async fn get_customer(
         &self,
         request: Request<proto::GetCustomerRequest>,
     ) -> Result<Response<proto::Customer>, Status> {
+        let pii = Pii::of(&request);
         let id = customer_id(&request.get_ref().name, "name")?;
         let c = self.store.get_customer(id).await.map_err(from_store)?;
-        Ok(Response::new(convert::customer_to_proto(&c, now_micros())))
+        Ok(Response::new(convert::customer_to_proto(
+            &c,
+            now_micros(),
+            pii,
+        )))
     }
 
     async fn list_customers(
         &self,
         request: Request<proto::ListCustomersRequest>,
     ) -> Result<Response<proto::ListCustomersResponse>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let now = now_micros();
         let mut q = CustomerQuery::parse(&req.filter, &req.order_by, now).map_err(invalid)?;
@@ -218,7 +228,7 @@ impl CustomerService for CustomerApi {
         Ok(Response::new(proto::ListCustomersResponse {
             customers: customers
                 .iter()
-                .map(|c| convert::customer_to_proto(c, now))
+                .map(|c| convert::customer_to_proto(c, now, pii))
                 .collect(),
             next_page_token: page_token::encode(next, &query),
             total_size: total,
@@ -229,6 +239,7 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<proto::UpdateCustomerRequest>,
     ) -> Result<Response<proto::Customer>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let c = required(&req.customer, "customer")?;
         let id = customer_id(&c.name, "customer.name")?;
@@ -255,7 +266,9 @@ impl CustomerService for CustomerApi {
             .update_customer(id, &input, &paths, Some(c.etag.as_str()), now)
             .await
             .map_err(from_store)?;
-        Ok(Response::new(convert::customer_to_proto(&updated, now)))
+        Ok(Response::new(convert::customer_to_proto(
+            &updated, now, pii,
+        )))
     }
 
     async fn delete_customer(
@@ -276,6 +289,7 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<proto::FindDuplicatesRequest>,
     ) -> Result<Response<proto::FindDuplicatesResponse>, Status> {
+        let pii = Pii::of(&request);
         let id = customer_id(&request.get_ref().name, "name")?;
         let now = now_micros();
         let found = self.store.find_duplicates(id).await.map_err(from_store)?;
@@ -283,7 +297,7 @@ impl CustomerService for CustomerApi {
             candidates: found
                 .into_iter()
                 .map(|d| proto::DuplicateCandidate {
-                    customer: Some(convert::customer_to_proto(&d.customer, now)),
+                    customer: Some(convert::customer_to_proto(&d.customer, now, pii)),
                     reasons: d.reasons,
                 })
                 .collect(),
@@ -294,6 +308,7 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<proto::MergeCustomersRequest>,
     ) -> Result<Response<proto::Customer>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let primary = customer_ref(&req.primary, "primary");
         let duplicate = customer_ref(&req.duplicate, "duplicate");
@@ -313,7 +328,7 @@ impl CustomerService for CustomerApi {
             .await
             .map_err(from_store)?;
         tracing::info!(primary = %req.primary, duplicate = %req.duplicate, "customers merged");
-        Ok(Response::new(convert::customer_to_proto(&merged, now)))
+        Ok(Response::new(convert::customer_to_proto(&merged, now, pii)))
     }
 
     async fn record_interaction(
@@ -550,6 +565,7 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<proto::ExportCustomersRequest>,
     ) -> Result<Response<Self::ExportCustomersStream>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let now = now_micros();
         let mut q = CustomerQuery::parse(&req.filter, "", now).map_err(invalid)?;
@@ -567,7 +583,7 @@ impl CustomerService for CustomerApi {
                 };
                 for c in &page {
                     if tx
-                        .send(Ok(convert::customer_to_proto(c, now)))
+                        .send(Ok(convert::customer_to_proto(c, now, pii)))
                         .await
                         .is_err()
                     {

@@ -397,6 +397,94 @@ async fn users_carry_roles_teams_and_a_manager(backend: Backend) {
     server.stop().await;
 }
 
+async fn personal_data_is_masked_without_pii_rights(backend: Backend) {
+    let Some((server, admin)) = secured(backend).await else {
+        return;
+    };
+    let (_, marketer) = key_for(&server, &admin, "marketer").await;
+    let (_, analyst) = key_for(&server, &admin, "analyst").await;
+    let customers = |key: &str| {
+        bakkal::proto::customer_service_client::CustomerServiceClient::with_interceptor(
+            server.channel.clone(),
+            bearer(key),
+        )
+    };
+    let c = customers(&admin)
+        .create_customer(proto::CreateCustomerRequest {
+            customer: Some(proto::Customer {
+                display_name: "Ayşe Yılmaz".into(),
+                email: "ayse@example.com".into(),
+                phone: "+905321234567".into(),
+                birth_date: "1990-04-23".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(c.email, "ayse@example.com", "an admin reads personal data");
+    let got = customers(&marketer)
+        .get_customer(proto::GetCustomerRequest {
+            name: c.name.clone(),
+        })
+        .await
+        .expect("a marketer reads customers")
+        .into_inner();
+    assert_eq!(got.email, "a***@example.com");
+    assert_eq!(got.phone, "+90********67");
+    assert_eq!(got.birth_date, "");
+    assert_eq!(got.display_name, "Ayşe Yılmaz");
+    let listed = customers(&analyst)
+        .list_customers(proto::ListCustomersRequest::default())
+        .await
+        .expect("an analyst lists customers")
+        .into_inner();
+    let text = format!("{listed:?}");
+    assert!(
+        !text.contains("ayse@example.com") && !text.contains("1234567"),
+        "{text}"
+    );
+    // the analyst may not export; an integration key exports unmasked
+    assert_eq!(
+        customers(&analyst)
+            .export_customers(proto::ExportCustomersRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    // tickets: the contact is masked too
+    let desk = |key: &str| {
+        bakkal::proto::service_desk_service_client::ServiceDeskServiceClient::with_interceptor(
+            server.channel.clone(),
+            bearer(key),
+        )
+    };
+    let t = desk(&admin)
+        .create_ticket(proto::CreateTicketRequest {
+            ticket: Some(proto::Ticket {
+                contact_email: "ayse@example.com".into(),
+                kind: proto::TicketKind::Complaint as i32,
+                channel: proto::InteractionChannel::Email as i32,
+                subject: "Broken".into(),
+                description: "It broke.".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("ticket")
+        .into_inner();
+    let seen = desk(&analyst)
+        .get_ticket(proto::GetTicketRequest { name: t.name })
+        .await
+        .expect("an analyst reads tickets")
+        .into_inner();
+    assert_eq!(seen.contact_email, "a***@example.com");
+    server.stop().await;
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -423,4 +511,5 @@ on_both!(
     rotation_keeps_both_keys_until_the_old_is_revoked,
     a_server_that_must_authenticate_refuses_to_start_without_a_key,
     users_carry_roles_teams_and_a_manager,
+    personal_data_is_masked_without_pii_rights,
 );

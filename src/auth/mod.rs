@@ -6,6 +6,7 @@
 
 pub mod keys;
 pub mod layer;
+pub mod mask;
 pub mod permissions;
 pub mod service;
 

@@ -9,6 +9,7 @@ use bakkal_domain::ValidationError;
 use bakkal_store::{Agent, SlaPolicy, SlaPolicyFields, Team, Ticket, TicketComment};
 use tonic::Status;
 
+use crate::auth::mask::Pii;
 use crate::convert::{opt_timestamp, timestamp};
 use crate::proto::{self, InteractionChannel, SlaStatus, TicketKind, TicketPriority, TicketState};
 use crate::status::invalid_field;
@@ -156,13 +157,14 @@ pub fn phone(errs: &mut ValidationError, field: &str, raw: &str) -> Option<Strin
     }
 }
 
-pub fn ticket_to_proto(t: &Ticket) -> proto::Ticket {
+/// A ticket as a response carries it: the contact masked unless `pii` shows it.
+pub fn ticket_to_proto(t: &Ticket, pii: Pii) -> proto::Ticket {
     let s = &t.sla;
     proto::Ticket {
         name: t.name(),
         customer: customer_name(t.customer_id),
-        contact_email: t.contact_email.clone(),
-        contact_phone: t.contact_phone.clone(),
+        contact_email: pii.email(&t.contact_email),
+        contact_phone: pii.phone(&t.contact_phone),
         kind: kind_value(&t.kind),
         channel: channel_value(&t.channel),
         subject: t.subject.clone(),

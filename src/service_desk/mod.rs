@@ -21,6 +21,7 @@ use bakkal_store::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::auth::mask::Pii;
 use crate::config::{Clock, DeskConfig};
 use crate::page_token;
 use crate::proto;
@@ -124,6 +125,7 @@ impl ServiceDeskService for ServiceDeskApi {
         &self,
         request: Request<proto::CreateTicketRequest>,
     ) -> Result<Response<proto::Ticket>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let Some(t) = req.ticket else {
             return Err(invalid_field("ticket", "is required"));
@@ -212,22 +214,24 @@ impl ServiceDeskService for ServiceDeskApi {
             .create_ticket(&new, self.clock.now(), &*self.notifier().await)
             .await
             .map_err(from_store)?;
-        Ok(Response::new(ticket_to_proto(&created)))
+        Ok(Response::new(ticket_to_proto(&created, pii)))
     }
 
     async fn get_ticket(
         &self,
         request: Request<proto::GetTicketRequest>,
     ) -> Result<Response<proto::Ticket>, Status> {
+        let pii = Pii::of(&request);
         let id = reference(&request.get_ref().name, "tickets", "name")?;
         let t = self.store.get_ticket(id).await.map_err(from_store)?;
-        Ok(Response::new(ticket_to_proto(&t)))
+        Ok(Response::new(ticket_to_proto(&t, pii)))
     }
 
     async fn list_tickets(
         &self,
         request: Request<proto::ListTicketsRequest>,
     ) -> Result<Response<proto::ListTicketsResponse>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let size = page_token::page_size(req.page_size)?;
         let clauses = bakkal_domain::filter::parse(&req.filter, TICKET_FILTER_FIELDS)
@@ -251,7 +255,7 @@ impl ServiceDeskService for ServiceDeskApi {
             .await
             .map_err(from_store)?;
         Ok(Response::new(proto::ListTicketsResponse {
-            tickets: list.iter().map(ticket_to_proto).collect(),
+            tickets: list.iter().map(|t| ticket_to_proto(t, pii)).collect(),
             next_page_token: page_token::encode(next, &query),
         }))
     }
@@ -260,6 +264,7 @@ impl ServiceDeskService for ServiceDeskApi {
         &self,
         request: Request<proto::UpdateTicketRequest>,
     ) -> Result<Response<proto::Ticket>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let Some(t) = req.ticket else {
             return Err(invalid_field("ticket", "is required"));
@@ -340,7 +345,7 @@ impl ServiceDeskService for ServiceDeskApi {
             )
             .await
             .map_err(from_store)?;
-        Ok(Response::new(ticket_to_proto(&updated)))
+        Ok(Response::new(ticket_to_proto(&updated, pii)))
     }
 
     async fn add_ticket_comment(
@@ -391,6 +396,7 @@ impl ServiceDeskService for ServiceDeskApi {
         &self,
         request: Request<proto::ResolveTicketRequest>,
     ) -> Result<Response<proto::Ticket>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let id = reference(&req.name, "tickets", "name")?;
         let mut errs = ValidationError::new();
@@ -410,13 +416,14 @@ impl ServiceDeskService for ServiceDeskApi {
             )
             .await
             .map_err(from_store)?;
-        Ok(Response::new(ticket_to_proto(&t)))
+        Ok(Response::new(ticket_to_proto(&t, pii)))
     }
 
     async fn reopen_ticket(
         &self,
         request: Request<proto::ReopenTicketRequest>,
     ) -> Result<Response<proto::Ticket>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let id = reference(&req.name, "tickets", "name")?;
         let mut errs = ValidationError::new();
@@ -427,13 +434,14 @@ impl ServiceDeskService for ServiceDeskApi {
             .reopen_ticket(id, &reason, self.clock.now())
             .await
             .map_err(from_store)?;
-        Ok(Response::new(ticket_to_proto(&t)))
+        Ok(Response::new(ticket_to_proto(&t, pii)))
     }
 
     async fn rate_ticket(
         &self,
         request: Request<proto::RateTicketRequest>,
     ) -> Result<Response<proto::Ticket>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let id = reference(&req.name, "tickets", "name")?;
         let mut errs = ValidationError::new();
@@ -450,13 +458,14 @@ impl ServiceDeskService for ServiceDeskApi {
             .rate_ticket(id, req.score as i64, &comment, self.clock.now())
             .await
             .map_err(from_store)?;
-        Ok(Response::new(ticket_to_proto(&t)))
+        Ok(Response::new(ticket_to_proto(&t, pii)))
     }
 
     async fn list_overdue_tickets(
         &self,
         request: Request<proto::ListOverdueTicketsRequest>,
     ) -> Result<Response<proto::ListOverdueTicketsResponse>, Status> {
+        let pii = Pii::of(&request);
         let req = request.into_inner();
         let size = page_token::page_size(req.page_size)?;
         let query = ["overdue"];
@@ -467,7 +476,7 @@ impl ServiceDeskService for ServiceDeskApi {
             .await
             .map_err(from_store)?;
         Ok(Response::new(proto::ListOverdueTicketsResponse {
-            tickets: list.iter().map(ticket_to_proto).collect(),
+            tickets: list.iter().map(|t| ticket_to_proto(t, pii)).collect(),
             next_page_token: page_token::encode(next, &query),
         }))
     }
