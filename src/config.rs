@@ -32,6 +32,8 @@ pub struct Config {
     pub desk: DeskConfig,
     /// Whether calls need credentials (`auth/`).
     pub auth: crate::auth::AuthConfig,
+    /// Client connections: how many, streams on each, handshake and idle timeouts.
+    pub connections: crate::connections::ConnectionLimits,
 }
 
 impl Config {
@@ -49,6 +51,7 @@ impl Config {
             desk: DeskConfig::default(),
             delivery: DeliveryConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            connections: crate::connections::ConnectionLimits::default(),
         }
     }
 }

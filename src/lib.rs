@@ -7,6 +7,7 @@
 pub mod auth;
 mod campaign_service;
 pub mod config;
+pub mod connections;
 mod convert;
 mod customer_service;
 mod dispatcher;

@@ -124,6 +124,19 @@ enum Command {
         /// Serve a non-loopback address without authentication (trusted networks only).
         #[arg(long, env = "BAKKAL_INSECURE_NO_AUTH", conflicts_with = "require_auth")]
         insecure_no_auth: bool,
+        /// Client connections open at once; the next waits until one closes.
+        #[arg(long, env = "BAKKAL_MAX_CLIENT_CONNECTIONS", default_value_t = 4096)]
+        max_client_connections: usize,
+        /// Concurrent calls (HTTP/2 streams) on one connection.
+        #[arg(long, env = "BAKKAL_MAX_STREAMS_PER_CONNECTION", default_value_t = 256)]
+        max_streams_per_connection: u32,
+        /// A new connection that sends nothing for this long is closed (seconds).
+        #[arg(long, env = "BAKKAL_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+        handshake_timeout_secs: u64,
+        /// A connection that sends nothing for this long is closed (seconds; the server pings
+        /// live ones every minute).
+        #[arg(long, env = "BAKKAL_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+        idle_timeout_secs: u64,
     },
     /// API keys, written straight to the database (no server needed): the first admin key.
     Keys {
@@ -205,7 +218,12 @@ async fn main() -> anyhow::Result<()> {
             loyalty_sweep_secs,
             require_auth,
             insecure_no_auth,
+            max_client_connections,
+            max_streams_per_connection,
+            handshake_timeout_secs,
+            idle_timeout_secs,
         } => {
+            use std::time::Duration;
             let config = Config {
                 listen,
                 database_url: db.database_url,
@@ -223,6 +241,13 @@ async fn main() -> anyhow::Result<()> {
                 auth: AuthConfig {
                     require: require_auth,
                     insecure_no_auth,
+                },
+                connections: bakkal::connections::ConnectionLimits {
+                    max_connections: max_client_connections.max(1),
+                    max_streams: max_streams_per_connection.max(1),
+                    handshake_timeout: Duration::from_secs(handshake_timeout_secs.max(1)),
+                    idle_timeout: Duration::from_secs(idle_timeout_secs.max(1)),
+                    ..Default::default()
                 },
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -276,6 +301,7 @@ async fn main() -> anyhow::Result<()> {
                 scheduler_tick: std::time::Duration::from_secs(1),
                 loyalty_sweep: None,
                 auth: AuthConfig::default(),
+                connections: Default::default(),
             };
             let store = server::open_store(&config).await?;
             store.close().await;

@@ -11,7 +11,6 @@ use bakkal_store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -255,10 +254,22 @@ pub async fn run(
     };
 
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let files = crate::connections::raise_open_file_limit();
+    let limits = &config.connections;
+    tracing::info!(
+        open_file_limit = files,
+        max_connections = limits.max_connections,
+        max_streams = limits.max_streams,
+        "client connection limits"
+    );
+    let incoming = crate::connections::incoming(listener, limits);
     let result = Server::builder()
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .max_concurrent_streams(Some(limits.max_streams))
+        // pings keep a live connection from looking idle (see connections.rs)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(layers)
         .add_service(health_service)
         .add_service(reflection_v1)
