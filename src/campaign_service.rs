@@ -118,6 +118,7 @@ fn from_engine(e: EngineError) -> Status {
         EngineError::Store(e) => from_store(e),
         EngineError::Internal(m) => internal(&m),
         EngineError::Cancelled => crate::status::stopping(),
+        EngineError::Abandoned(a) => crate::status::abandoned(&a),
     }
 }
 

@@ -191,3 +191,32 @@ pub fn quote(text: &str) -> String {
 pub fn stopping() -> Status {
     Status::unavailable("stopped before the end: the server is shutting down; try again")
 }
+
+/// An evaluation that gave up early: FAILED_PRECONDITION when its rule kept hitting the
+/// script's limits (the rule must be fixed), DEADLINE_EXCEEDED when it ran out of time; how
+/// far it got and examples either way.
+pub fn abandoned(a: &bakkal_engine::segment::Abandoned) -> Status {
+    use bakkal_engine::segment::GaveUp;
+    let examples: Vec<String> = a
+        .error_examples
+        .iter()
+        .take(3)
+        .map(|e| format!("{}: {}", e.customer, quote(&e.message)))
+        .collect();
+    let so_far = format!(
+        "{} customers evaluated before, {} errors; e.g. {}",
+        a.evaluated_count,
+        a.error_count,
+        examples.join("; ")
+    );
+    match &a.why {
+        GaveUp::KeepsFailing(n) => Status::failed_precondition(format!(
+            "gave up: {n} customers in a row hit the script's limits (an endless loop?); fix \
+             the rule and try again ({so_far})"
+        )),
+        GaveUp::Deadline(d) => Status::deadline_exceeded(format!(
+            "gave up after {} s, the longest an evaluation may run ({so_far})",
+            d.as_secs()
+        )),
+    }
+}

@@ -44,6 +44,9 @@ pub enum EngineError {
     Internal(String),
     /// Stopped before the end: the run was paused, the server is stopping or the caller left.
     Cancelled,
+    /// An evaluation gave up early: its rule kept hitting the script's limits, or it ran past
+    /// its deadline (see `segment::GaveUp`).
+    Abandoned(Box<segment::Abandoned>),
 }
 
 impl std::fmt::Display for EngineError {
@@ -52,6 +55,11 @@ impl std::fmt::Display for EngineError {
             EngineError::Store(e) => write!(f, "{e}"),
             EngineError::Internal(m) => write!(f, "internal error: {m}"),
             EngineError::Cancelled => f.write_str("stopped before the end"),
+            EngineError::Abandoned(a) => write!(
+                f,
+                "gave up after {} customers ({} errors): {:?}",
+                a.evaluated_count, a.error_count, a.why
+            ),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! worker thread that fails anyway fails the whole evaluation.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bakkal_domain::filter::Clause;
@@ -23,6 +24,11 @@ pub const BATCH: usize = 4096;
 pub const BATCH_WITH_ORDERS: usize = 1024;
 /// Error examples kept per run.
 pub const MAX_ERROR_EXAMPLES: usize = 5;
+/// An evaluation gives up when this many customers in a row hit the script's limits (an
+/// endless loop, a runaway recursion): the rule is broken, not the customers.
+pub const MAX_LIMIT_ERRORS_IN_A_ROW: usize = 100;
+/// An evaluation (a preview or a refresh on the interpreter path) stops after this long.
+pub const EVALUATION_DEADLINE: Duration = Duration::from_secs(300);
 /// The tier key of customers not scored yet.
 pub const UNSCORED: &str = "UNSCORED";
 
@@ -111,7 +117,26 @@ pub struct RefreshOutcome {
 enum Verdict {
     In(i64, Option<String>),
     Out,
-    Failed(ErrorExample),
+    /// The error, and whether it was a limit (operations, time, depth, size).
+    Failed(ErrorExample, bool),
+}
+
+/// Why an evaluation gave up before its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GaveUp {
+    /// This many customers in a row hit the script's limits.
+    KeepsFailing(usize),
+    /// It ran past [`EVALUATION_DEADLINE`].
+    Deadline(Duration),
+}
+
+/// How far an evaluation got when it gave up.
+#[derive(Debug, Clone)]
+pub struct Abandoned {
+    pub why: GaveUp,
+    pub evaluated_count: i64,
+    pub error_count: i64,
+    pub error_examples: Vec<ErrorExample>,
 }
 
 fn judge(host: &ScriptHost, script: &CompiledScript, b: BatchCustomer, now: Micros) -> Verdict {
@@ -120,10 +145,13 @@ fn judge(host: &ScriptHost, script: &CompiledScript, b: BatchCustomer, now: Micr
     match host.eval_segment(script, &customer, now).value {
         Ok(true) => Verdict::In(id, b.tier),
         Ok(false) => Verdict::Out,
-        Err(e) => Verdict::Failed(ErrorExample {
-            customer: customer_name(id),
-            message: e.to_string(),
-        }),
+        Err(e) => Verdict::Failed(
+            ErrorExample {
+                customer: customer_name(id),
+                message: e.to_string(),
+            },
+            e.category == bakkal_script::ErrorCategory::Limit,
+        ),
     }
 }
 
@@ -208,18 +236,68 @@ pub async fn evaluate(
     let cancel = Cancel::child_of(host.stopping());
     let _cancel_when_dropped = cancel.cancel_on_drop();
     let mut out = Evaluation::default();
+    // limit errors in a row (across the threads) and the latest of them
+    let failing = Arc::new(AtomicUsize::new(0));
+    let latest_failure = Arc::new(Mutex::new(None::<ErrorExample>));
+    let deadline = started + EVALUATION_DEADLINE;
     while let Some(batch) = rx.recv().await {
         let batch = batch?;
         let host = host.clone();
         let script = script.clone();
-        let cancel = cancel.clone();
+        let in_batch = cancel.clone();
+        let (failing_t, latest_t) = (failing.clone(), latest_failure.clone());
         let verdicts = tokio::task::spawn_blocking(move || {
-            crate::parallel::each_on_all_cores(batch, threads, &cancel, |b| {
-                judge(&host, &script, b, now)
+            crate::parallel::each_on_all_cores(batch, threads, &in_batch, |b| {
+                let v = judge(&host, &script, b, now);
+                match &v {
+                    Verdict::Failed(e, true) => {
+                        if let Ok(mut l) = latest_t.lock() {
+                            *l = Some(e.clone());
+                        }
+                        if failing_t.fetch_add(1, Ordering::Relaxed) + 1
+                            >= MAX_LIMIT_ERRORS_IN_A_ROW
+                        {
+                            in_batch.cancel();
+                        }
+                    }
+                    Verdict::Failed(_, false) => {}
+                    _ => failing_t.store(0, Ordering::Relaxed),
+                }
+                if Instant::now() > deadline {
+                    in_batch.cancel();
+                }
+                v
             })
         })
         .await
-        .map_err(|e| EngineError::Internal(e.to_string()))??;
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let verdicts = match verdicts {
+            Ok(v) => v,
+            Err(EngineError::Cancelled) => {
+                let in_a_row = failing.load(Ordering::Relaxed);
+                let why = if in_a_row >= MAX_LIMIT_ERRORS_IN_A_ROW {
+                    GaveUp::KeepsFailing(in_a_row)
+                } else if Instant::now() > deadline {
+                    GaveUp::Deadline(EVALUATION_DEADLINE)
+                } else {
+                    return Err(EngineError::Cancelled);
+                };
+                let mut examples = out.error_examples.clone();
+                if let Some(e) = latest_failure.lock().ok().and_then(|l| l.clone()) {
+                    if examples.len() < MAX_ERROR_EXAMPLES {
+                        examples.push(e);
+                    }
+                }
+                reader.abort();
+                return Err(EngineError::Abandoned(Box::new(Abandoned {
+                    why,
+                    evaluated_count: out.evaluated_count,
+                    error_count: out.error_count + in_a_row as i64,
+                    error_examples: examples,
+                })));
+            }
+            Err(e) => return Err(e),
+        };
         for v in verdicts {
             out.evaluated_count += 1;
             match v {
@@ -235,7 +313,7 @@ pub async fn evaluate(
                     *out.tier_counts.entry(key).or_default() += 1;
                 }
                 Verdict::Out => {}
-                Verdict::Failed(e) => {
+                Verdict::Failed(e, _) => {
                     out.error_count += 1;
                     if out.error_examples.len() < MAX_ERROR_EXAMPLES {
                         out.error_examples.push(e);
