@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::error::quote;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Eq,
@@ -87,7 +89,8 @@ pub fn parse(filter: &str, fields: &[(&str, FieldKind)]) -> Result<Vec<Clause>, 
         let Some((_, kind)) = fields.iter().find(|(f, _)| f == field) else {
             let known: Vec<&str> = fields.iter().map(|(f, _)| *f).collect();
             return Err(format!(
-                "unknown field '{field}'; filterable fields: {}",
+                "unknown field '{}'; filterable fields: {}",
+                quote(field),
                 known.join(", ")
             ));
         };
@@ -97,7 +100,12 @@ pub fn parse(filter: &str, fields: &[(&str, FieldKind)]) -> Result<Vec<Clause>, 
                 .map(Value::Number)
                 .unwrap_or_else(|_| Value::Text(w.clone())),
             Token::Quoted(q) => Value::Text(q.clone()),
-            Token::Op(o) => return Err(format!("expected a value after {field}, found {o:?}")),
+            Token::Op(o) => {
+                return Err(format!(
+                    "expected a value after {}, found {o:?}",
+                    quote(field)
+                ))
+            }
         };
         let ok = match kind {
             FieldKind::Text => matches!(op, Op::Eq | Op::Ne),
@@ -149,8 +157,8 @@ enum Token {
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Token::Word(w) => write!(f, "'{w}'"),
-            Token::Quoted(q) => write!(f, "\"{q}\""),
+            Token::Word(w) => write!(f, "'{}'", quote(w)),
+            Token::Quoted(q) => write!(f, "\"{}\"", quote(q)),
             Token::Op(o) => write!(f, "{o:?}"),
         }
     }
@@ -232,7 +240,8 @@ pub fn parse_order_by(s: &str, sortable: &[&str], default: &str) -> Result<Order
     };
     if !sortable.contains(&field) {
         return Err(format!(
-            "cannot order by '{field}'; sortable fields: {}",
+            "cannot order by '{}'; sortable fields: {}",
+            quote(field),
             sortable.join(", ")
         ));
     }
