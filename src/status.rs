@@ -131,6 +131,16 @@ pub fn from_store(e: StoreError) -> Status {
         }
         StoreError::Aborted(m) => status(Code::Aborted, m),
         StoreError::FailedPrecondition(m) => status(Code::FailedPrecondition, m),
+        // PostgreSQL refusing a character (NUL) in text: the domain refuses control characters
+        // in the fields it checks; this keeps any other text field from becoming INTERNAL.
+        StoreError::Database(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+        {
+            status(
+                Code::InvalidArgument,
+                "the text sent holds a character the database cannot store (such as NUL)",
+            )
+        }
         StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
             tracing::warn!("database pool unavailable");
             Status::unavailable("the database is busy or unavailable; retry later")

@@ -74,4 +74,94 @@ async fn huge_values_are_quoted_not_echoed(server: &TestServer) {
     assert!(out.rejected_rows.iter().all(|r| r.reason.contains("email")));
 }
 
-on_both_backends!(huge_values_are_quoted_not_echoed);
+async fn create(server: &TestServer, c: proto::Customer) -> Result<proto::Customer, tonic::Status> {
+    server
+        .customers()
+        .create_customer(proto::CreateCustomerRequest {
+            customer: Some(c),
+            request_id: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn named(name: &str) -> proto::Customer {
+    proto::Customer {
+        display_name: name.into(),
+        ..Default::default()
+    }
+}
+
+async fn filters_past_the_clause_cap_and_nul_bytes_are_invalid(server: &TestServer) {
+    let list = |filter: String| {
+        let mut c = server.customers();
+        async move {
+            c.list_customers(proto::ListCustomersRequest {
+                filter,
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let clauses = |n: usize| vec!["region = \"Ege\""; n].join(" AND ");
+    // the documented cap (README, "Limits on input")
+    list(clauses(32)).await.expect("a filter at the cap runs");
+    let status = list(clauses(1000)).await.unwrap_err();
+    assert_small_invalid(&status, "1000 AND clauses");
+    let status = list(clauses(200)).await.unwrap_err();
+    assert_small_invalid(&status, "200 AND clauses");
+    assert!(status.message().contains("clauses"), "{status:?}");
+    let status = list("region = \"E\0ge\"".into()).await.unwrap_err();
+    assert_small_invalid(&status, "a NUL in a filter value");
+
+    for c in [
+        named("Ay\0şe"),
+        proto::Customer {
+            city: "İz\0mir".into(),
+            ..named("Ayşe")
+        },
+    ] {
+        let status = create(server, c).await.unwrap_err();
+        assert_small_invalid(&status, "a NUL in a customer");
+    }
+
+    let ayse = create(server, named("Ayşe")).await.expect("create");
+    let status = server
+        .customers()
+        .record_interaction(proto::RecordInteractionRequest {
+            parent: ayse.name.clone(),
+            interaction: Some(proto::Interaction {
+                channel: proto::InteractionChannel::Email as i32,
+                direction: proto::Direction::Inbound as i32,
+                kind: "enquiry".into(),
+                subject: "Hello".into(),
+                body: "two\nlines, then a \0".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_small_invalid(&status, "a NUL in an interaction body");
+
+    let status = server
+        .desk()
+        .create_ticket(proto::CreateTicketRequest {
+            ticket: Some(proto::Ticket {
+                contact_email: "ayse@example.com".into(),
+                kind: proto::TicketKind::Complaint as i32,
+                channel: proto::InteractionChannel::Email as i32,
+                subject: "Broken\0vase".into(),
+                description: "In pieces.".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_small_invalid(&status, "a NUL in a ticket subject");
+}
+
+on_both_backends!(
+    huge_values_are_quoted_not_echoed,
+    filters_past_the_clause_cap_and_nul_bytes_are_invalid,
+);

@@ -147,6 +147,8 @@ fn text(errs: &mut ValidationError, field: &str, value: &str) -> String {
     let v = value.trim();
     if v.chars().count() > MAX_TEXT {
         errs.add(field, format!("must be at most {MAX_TEXT} characters"));
+    } else if let Err(why) = normalise::control_free(v) {
+        errs.add(field, why);
     }
     v.to_string()
 }
@@ -222,6 +224,8 @@ impl CustomerFields {
                     format!("attributes[{}]", quote(k)),
                     format!("value must be at most {MAX_ATTRIBUTE_VALUE} characters"),
                 );
+            } else if let Err(why) = normalise::control_free(v) {
+                errs.add(format!("attributes[{}]", quote(k)), format!("value {why}"));
             }
         }
         if display_name.is_empty() && email.is_none() && phone.is_none() && errs.is_empty() {

@@ -68,8 +68,17 @@ pub enum FieldKind {
     Enum(&'static [&'static str]),
 }
 
+/// The longest filter accepted, in characters.
+pub const MAX_FILTER_CHARS: usize = 4096;
+/// The most clauses a filter may join with AND. The grammar has no nesting (no parentheses, no
+/// OR), so this bounds the SQL a filter becomes on both databases.
+pub const MAX_CLAUSES: usize = 32;
+
 /// Parse `filter` against the allowed fields. `Err` is a message for the `filter` field.
 pub fn parse(filter: &str, fields: &[(&str, FieldKind)]) -> Result<Vec<Clause>, String> {
+    if filter.len() > MAX_FILTER_CHARS && filter.chars().count() > MAX_FILTER_CHARS {
+        return Err(format!("must be at most {MAX_FILTER_CHARS} characters"));
+    }
     let tokens = tokenize(filter)?;
     let mut clauses = Vec::new();
     let mut i = 0;
@@ -79,6 +88,9 @@ pub fn parse(filter: &str, fields: &[(&str, FieldKind)]) -> Result<Vec<Clause>, 
                 return Err(format!("expected AND between clauses, found {}", tokens[i]));
             }
             i += 1;
+        }
+        if clauses.len() == MAX_CLAUSES {
+            return Err(format!("at most {MAX_CLAUSES} clauses joined with AND"));
         }
         let (Some(Token::Word(field)), Some(Token::Op(op)), Some(value)) =
             (tokens.get(i), tokens.get(i + 1), tokens.get(i + 2))
@@ -172,6 +184,7 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
         let c = chars[i];
         match c {
             c if c.is_whitespace() => i += 1,
+            c if c.is_control() => return Err("control characters are not allowed".into()),
             '"' => {
                 let mut q = String::new();
                 i += 1;
@@ -179,7 +192,10 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
                     match chars.get(i) {
                         None => return Err("unterminated string".into()),
                         Some('"') => break,
-                        Some('\\') if chars.get(i + 1).is_some() => {
+                        Some(c) if c.is_control() => {
+                            return Err("control characters are not allowed in a string".into())
+                        }
+                        Some('\\') if chars.get(i + 1).is_some_and(|c| !c.is_control()) => {
                             q.push(chars[i + 1]);
                             i += 2;
                             continue;
@@ -210,6 +226,7 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
                 let start = i;
                 while i < chars.len()
                     && !chars[i].is_whitespace()
+                    && !chars[i].is_control()
                     && !matches!(chars[i], '=' | '!' | '<' | '>' | ':' | '"')
                 {
                     i += 1;
@@ -289,6 +306,12 @@ mod tests {
         assert!(parse("region = \"a\" OR region = \"b\"", FIELDS).is_err());
         assert!(parse("region = \"a", FIELDS).is_err());
         assert!(parse("region =", FIELDS).is_err());
+        assert!(parse("region = \"a\0b\"", FIELDS).is_err());
+        assert!(parse("region = a\0b", FIELDS).is_err());
+        let many = vec!["region = \"a\""; MAX_CLAUSES + 1].join(" AND ");
+        assert!(parse(&many, FIELDS).unwrap_err().contains("at most"));
+        let enough = vec!["region = \"a\""; MAX_CLAUSES].join(" AND ");
+        assert_eq!(parse(&enough, FIELDS).unwrap().len(), MAX_CLAUSES);
     }
 
     #[test]

@@ -146,6 +146,8 @@ impl OrderInput {
                     format!("lines[{i}].category"),
                     "must be at most 64 characters",
                 );
+            } else if let Err(why) = normalise::control_free(&category) {
+                errs.add(format!("lines[{i}].category"), why);
             }
             if l.quantity <= 0 {
                 errs.add(
@@ -228,6 +230,14 @@ impl ProductInput {
         let display_name = self.display_name.trim().to_string();
         if display_name.is_empty() {
             errs.add("display_name", "is required");
+        }
+        for (field, value) in [
+            ("display_name", &display_name),
+            ("category", &self.category),
+        ] {
+            if let Err(why) = normalise::control_free(value) {
+                errs.add(field, why);
+            }
         }
         errs.into_result()?;
         Ok(Product {
@@ -334,6 +344,16 @@ impl Interaction {
         }
         if self.agent.len() > 200 {
             errs.add("agent", "must be at most 200 characters");
+        }
+        for (field, value) in [
+            ("kind", &self.kind),
+            ("subject", &self.subject),
+            ("body", &self.body),
+            ("agent", &self.agent),
+        ] {
+            if let Err(why) = normalise::control_free(value) {
+                errs.add(field, why);
+            }
         }
         errs.into_result()
     }
