@@ -161,7 +161,76 @@ async fn filters_past_the_clause_cap_and_nul_bytes_are_invalid(server: &TestServ
     assert_small_invalid(&status, "a NUL in a ticket subject");
 }
 
+fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+async fn business_times_far_future_or_before_1970_are_invalid(server: &TestServer) {
+    let ayse = create(server, named("Ayşe")).await.expect("create");
+    let order = |id: &str, placed: i64| proto::RecordOrderRequest {
+        parent: ayse.name.clone(),
+        order: Some(proto::Order {
+            order_id: id.into(),
+            currency: "TRY".into(),
+            placed_time: at(placed),
+            lines: vec![proto::OrderLine {
+                sku: "SIMIT".into(),
+                category: "bakery".into(),
+                quantity: 1,
+                unit_price: 15.0,
+            }],
+            ..Default::default()
+        }),
+    };
+    // 9999-12-31, 0001-01-01, a day ahead, a second before the floor
+    for (id, placed) in [
+        ("far-future", 253_402_214_400),
+        ("year-one", -62_135_596_800),
+        ("tomorrow", now_seconds() + 86_400),
+        ("pre-1970", -1),
+    ] {
+        let status = server
+            .customers()
+            .record_order(order(id, placed))
+            .await
+            .unwrap_err();
+        assert_small_invalid(&status, id);
+        assert!(status.message().contains("placed_time"), "{status:?}");
+    }
+    // A clock a minute ahead is tolerated; the customer is still an ordinary one.
+    server
+        .customers()
+        .record_order(order("a-minute-ahead", now_seconds() + 60))
+        .await
+        .expect("within the tolerance");
+
+    let status = server
+        .customers()
+        .record_interaction(proto::RecordInteractionRequest {
+            parent: ayse.name.clone(),
+            interaction: Some(proto::Interaction {
+                channel: proto::InteractionChannel::Phone as i32,
+                direction: proto::Direction::Inbound as i32,
+                kind: "enquiry".into(),
+                occurred_time: at(253_402_214_400),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_small_invalid(&status, "an interaction in 9999");
+    assert!(status.message().contains("occurred_time"), "{status:?}");
+}
+
 on_both_backends!(
     huge_values_are_quoted_not_echoed,
     filters_past_the_clause_cap_and_nul_bytes_are_invalid,
+    business_times_far_future_or_before_1970_are_invalid,
 );

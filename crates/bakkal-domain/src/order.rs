@@ -117,7 +117,8 @@ pub fn order_id(raw: &str) -> Result<String, &'static str> {
 }
 
 impl OrderInput {
-    /// Validate into an [`Order`] for `customer_id`; `now` fills a missing placed time.
+    /// Validate into an [`Order`] for `customer_id`; `now` fills a missing placed time and
+    /// bounds a given one ([`crate::time::happened`]).
     pub fn validate(self, customer_id: i64, now: Micros) -> Result<Order, ValidationError> {
         let mut errs = ValidationError::new();
         let oid = order_id(&self.order_id).unwrap_or_else(|why| {
@@ -128,6 +129,9 @@ impl OrderInput {
             errs.add("currency", why);
             String::new()
         });
+        if let Some(Err(why)) = self.placed_time.map(|t| crate::time::happened(t, now)) {
+            errs.add("placed_time", why);
+        }
         if self.lines.is_empty() {
             errs.add("lines", "an order needs at least one line");
         }
