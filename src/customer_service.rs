@@ -555,7 +555,8 @@ impl CustomerService for CustomerApi {
             }
         }
         if let Some(e) = stream_error {
-            return Err(done.incomplete(e));
+            let cause = crate::status::from_decode(&e).unwrap_or(e);
+            return Err(done.incomplete(cause));
         }
         Ok(Response::new(done.response()))
     }

@@ -152,6 +152,35 @@ pub fn from_store(e: StoreError) -> Status {
     }
 }
 
+/// The status for a request tonic could not decode, or `None` for any other status. tonic's
+/// codec answers INTERNAL for a message that does not decode (invalid UTF-8, a wrong wire
+/// type, a truncated body) and OUT_OF_RANGE for one over the size limit; for a server those
+/// are the caller's fault: INVALID_ARGUMENT and RESOURCE_EXHAUSTED. Logged here.
+pub fn from_decode(s: &Status) -> Option<Status> {
+    const UNDECODABLE: &[&str] = &[
+        "failed to decode Protobuf message",
+        "Unexpected EOF decoding stream",
+        "Missing request message",
+        "protocol error: received message with",
+        "Error decompressing",
+    ];
+    let message = s.message();
+    let code = match s.code() {
+        Code::Internal if UNDECODABLE.iter().any(|p| message.starts_with(p)) => {
+            Code::InvalidArgument
+        }
+        Code::OutOfRange if message.starts_with("Error, decoded message length too large") => {
+            Code::ResourceExhausted
+        }
+        _ => return None,
+    };
+    tracing::warn!(error = %quote(message), "request message refused by the decoder");
+    Some(status(
+        code,
+        format!("the request message is unusable: {message}"),
+    ))
+}
+
 /// `line 3, column 5: message`, or the message alone when it has no place.
 pub fn diagnostic_text(d: &Diagnostic) -> String {
     if d.line > 0 {

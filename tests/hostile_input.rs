@@ -229,8 +229,136 @@ async fn business_times_far_future_or_before_1970_are_invalid(server: &TestServe
     assert!(status.message().contains("occurred_time"), "{status:?}");
 }
 
+/// A message sent as is, whatever the method expects.
+async fn raw_call<M>(server: &TestServer, path: &'static str, m: M) -> tonic::Status
+where
+    M: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(server.channel.clone());
+    grpc.ready().await.expect("channel ready");
+    let codec = tonic_prost::ProstCodec::<M, proto::ListCustomersResponse>::default();
+    grpc.unary(
+        tonic::Request::new(m),
+        http::uri::PathAndQuery::from_static(path),
+        codec,
+    )
+    .await
+    .expect_err("an unusable message is refused")
+}
+
+/// `ListCustomersRequest` with the filter (field 3) as raw bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawFilter {
+    #[prost(bytes = "vec", tag = "3")]
+    filter: Vec<u8>,
+}
+
+/// `ListCustomersRequest` with page_size (an int32, field 1) sent as a string.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongWireType {
+    #[prost(string, tag = "1")]
+    page_size: String,
+}
+
+/// `CreateCustomerRequest` whose customer (field 1) is cut short.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Truncated {
+    #[prost(bytes = "vec", tag = "1")]
+    customer: Vec<u8>,
+}
+
+const LIST: &str = "/bakkal.v1.CustomerService/ListCustomers";
+
+async fn undecodable_messages_nan_and_long_request_ids_are_refused(server: &TestServer) {
+    for (what, status) in [
+        (
+            "invalid UTF-8",
+            raw_call(
+                server,
+                LIST,
+                RawFilter {
+                    filter: vec![b'a', 0xff, 0xfe],
+                },
+            )
+            .await,
+        ),
+        (
+            "a wrong wire type",
+            raw_call(
+                server,
+                LIST,
+                WrongWireType {
+                    page_size: "ten".into(),
+                },
+            )
+            .await,
+        ),
+        (
+            "a truncated message",
+            raw_call(
+                server,
+                "/bakkal.v1.CustomerService/CreateCustomer",
+                // display_name (field 2) says 16 bytes, none follow
+                Truncated {
+                    customer: vec![0x12, 0x10],
+                },
+            )
+            .await,
+        ),
+    ] {
+        assert_small_invalid(&status, what);
+    }
+    let status = raw_call(
+        server,
+        LIST,
+        RawFilter {
+            filter: vec![b'x'; 17 * 1024 * 1024],
+        },
+    )
+    .await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    for n in ["NaN", "inf", "-inf", "1e999"] {
+        let status = server
+            .customers()
+            .list_customers(proto::ListCustomersRequest {
+                filter: format!("value.order_count > {n}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_small_invalid(&status, n);
+    }
+
+    let call = |id: String| {
+        let mut c = server.customers();
+        async move {
+            let mut req = tonic::Request::new(proto::ListCustomersRequest::default());
+            req.metadata_mut()
+                .insert("x-request-id", id.parse().expect("ascii"));
+            let res = c.list_customers(req).await.expect("list");
+            res.metadata()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(
+        call("order-7f3a:retry.2".into()).await,
+        "order-7f3a:retry.2"
+    );
+    let echoed = call("r".repeat(15_000)).await;
+    assert!(
+        !echoed.is_empty() && echoed.len() <= 128,
+        "{} bytes",
+        echoed.len()
+    );
+}
+
 on_both_backends!(
     huge_values_are_quoted_not_echoed,
     filters_past_the_clause_cap_and_nul_bytes_are_invalid,
     business_times_far_future_or_before_1970_are_invalid,
+    undecodable_messages_nan_and_long_request_ids_are_refused,
 );

@@ -107,10 +107,11 @@ pub fn parse(filter: &str, fields: &[(&str, FieldKind)]) -> Result<Vec<Clause>, 
             ));
         };
         let value = match value {
-            Token::Word(w) => w
-                .parse::<f64>()
-                .map(Value::Number)
-                .unwrap_or_else(|_| Value::Text(w.clone())),
+            // `NaN`, `inf` and `1e999` are words, never numbers: a number field refuses them
+            Token::Word(w) => match w.parse::<f64>() {
+                Ok(n) if n.is_finite() => Value::Number(n),
+                _ => Value::Text(w.clone()),
+            },
             Token::Quoted(q) => Value::Text(q.clone()),
             Token::Op(o) => {
                 return Err(format!(
@@ -303,6 +304,9 @@ mod tests {
         assert!(parse("region > \"a\"", FIELDS).is_err());
         assert!(parse("value.order_count = x", FIELDS).is_err());
         assert!(parse("stage = GONE", FIELDS).is_err());
+        for n in ["NaN", "nan", "inf", "-inf", "infinity", "1e999"] {
+            assert!(parse(&format!("value.order_count > {n}"), FIELDS).is_err());
+        }
         assert!(parse("region = \"a\" OR region = \"b\"", FIELDS).is_err());
         assert!(parse("region = \"a", FIELDS).is_err());
         assert!(parse("region =", FIELDS).is_err());
