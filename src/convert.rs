@@ -5,7 +5,7 @@ use bakkal_domain::name::{
     customer_name, interaction_name, order_name, parse_customer, product_name,
 };
 use bakkal_domain::order::micros_to_amount;
-use bakkal_domain::time::{Micros, MICROS_PER_SECOND};
+use bakkal_domain::time::{happened, Micros, MICROS_PER_SECOND};
 use bakkal_domain::{
     Consent, Consents, Customer, CustomerFields, Direction, Interaction, InteractionChannel, Order,
     OrderInput, OrderLineInput, OrderStatus, Product, ProductInput, Stage, ValidationError,
@@ -224,7 +224,15 @@ pub fn interaction_from_proto(
         }
     };
     let occurred_time = match &p.occurred_time {
-        Some(t) => micros(t, "occurred_time", &mut errs).unwrap_or(now),
+        Some(t) => micros(t, "occurred_time", &mut errs)
+            .and_then(|t| match happened(t, now) {
+                Ok(t) => Some(t),
+                Err(why) => {
+                    errs.add("occurred_time", why);
+                    None
+                }
+            })
+            .unwrap_or(now),
         None => now,
     };
     let i = Interaction {

@@ -20,12 +20,15 @@ use crate::convert::{self, customer_ref};
 use crate::page_token;
 use crate::proto::customer_service_server::CustomerService;
 use crate::proto::{self, import_customers_request::Row};
-use crate::status::{from_store, invalid, invalid_field};
+use crate::status::{from_store, invalid, invalid_field, quote};
 
 /// Rows the import hands the store per transaction.
 const IMPORT_BATCH: usize = 5000;
 /// Rejected rows listed in an import's response (all are counted).
 const MAX_REJECTED_LISTED: usize = 10_000;
+/// The most bytes of reasons an import's response lists: with each reason bounded
+/// (`Rejection::MAX_REASON`), the response stays near 1 MiB, under a default client's 4 MiB.
+const MAX_REJECTED_BYTES: usize = 1024 * 1024;
 /// Customers read per page while exporting.
 const EXPORT_PAGE: usize = 500;
 
@@ -64,7 +67,8 @@ struct Batch {
 
 impl Batch {
     fn reject(&mut self, row: i64, reason: String) {
-        self.rejected.push(bakkal_store::Rejection { row, reason });
+        self.rejected
+            .push(bakkal_store::Rejection::new(row, reason));
     }
 
     fn len(&self) -> usize {
@@ -78,8 +82,11 @@ impl Batch {
 struct Progress {
     through: i64,
     outcome: ImportOutcome,
-    /// All rejected rows; the first `MAX_REJECTED_LISTED` are listed in `outcome`.
+    /// All rejected rows; the first `MAX_REJECTED_LISTED` (and `MAX_REJECTED_BYTES` of
+    /// reasons) are listed in `outcome`.
     rejected: i64,
+    /// The bytes of the reasons listed.
+    listed_bytes: usize,
 }
 
 impl Progress {
@@ -94,6 +101,15 @@ impl Progress {
         self.rejected += out.rejected.len() as i64;
         let room = MAX_REJECTED_LISTED.saturating_sub(self.outcome.rejected.len());
         out.rejected.truncate(room);
+        let fit = out
+            .rejected
+            .iter()
+            .take_while(|r| {
+                self.listed_bytes += r.reason.len();
+                self.listed_bytes <= MAX_REJECTED_BYTES
+            })
+            .count();
+        out.rejected.truncate(fit);
         self.outcome.absorb(out);
         self.through = through;
     }
@@ -153,7 +169,7 @@ fn import_customer_row(row: i64, c: &proto::Customer) -> Result<ImportCustomerRo
 
 fn import_order_row(row: i64, o: &proto::ImportOrder, now: i64) -> Result<ImportOrderRow, String> {
     let email = normalise::email(&o.customer_email)
-        .map_err(|why| format!("customer_email: '{}' {why}", o.customer_email))?;
+        .map_err(|why| format!("customer_email: '{}' {why}", quote(&o.customer_email)))?;
     let order = o
         .order
         .as_ref()
@@ -554,7 +570,8 @@ impl CustomerService for CustomerApi {
             }
         }
         if let Some(e) = stream_error {
-            return Err(done.incomplete(e));
+            let cause = crate::status::from_decode(&e).unwrap_or(e);
+            return Err(done.incomplete(cause));
         }
         Ok(Response::new(done.response()))
     }

@@ -204,9 +204,11 @@ pub async fn run(
     )));
 
     let layers = ServiceBuilder::new()
+        .layer(tracing_layer::screen_request_id_layer())
         .layer(tracing_layer::set_request_id())
         .layer(tracing_layer::trace_layer())
         .layer(tracing_layer::propagate_request_id())
+        .layer(tracing_layer::decode_errors())
         // who is calling and may they: before any body is decoded
         .layer(AuthLayer::new(auth));
 

@@ -1,26 +1,73 @@
 //! One table from every error bakkal has to the gRPC status a client sees, with
 //! `google.rpc` details: BadRequest field violations for bad input, ResourceInfo naming the
 //! resource for NOT_FOUND and ALREADY_EXISTS.
+//!
+//! Every status built here is bounded, whatever the caller sent: a message keeps at most
+//! [`MAX_MESSAGE`] bytes and a BadRequest at most [`MAX_VIOLATIONS`] violations of bounded
+//! field and description (`bakkal_domain::error`), so message and details together stay well
+//! under the 8 KiB of metadata a default gRPC client accepts.
 
 use std::collections::HashMap;
 
+pub use bakkal_domain::error::quote;
+use bakkal_domain::error::{bounded, MAX_DESCRIPTION, MAX_FIELD};
 use bakkal_domain::ValidationError;
 use bakkal_script::{Diagnostic, ErrorCategory, ScriptError};
 use bakkal_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-/// INVALID_ARGUMENT listing every field violation.
-pub fn invalid(e: ValidationError) -> Status {
-    let violations: Vec<FieldViolation> = e
-        .violations
-        .iter()
-        .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
+/// The longest message a status carries, in bytes.
+pub const MAX_MESSAGE: usize = 512;
+/// The most field violations a BadRequest lists; the last one listed then says how many more.
+pub const MAX_VIOLATIONS: usize = 10;
+
+/// A status whose message is bounded.
+fn status(code: Code, message: impl Into<String>) -> Status {
+    Status::new(code, bounded(message, MAX_MESSAGE))
+}
+
+/// A status with details whose message is bounded (the details are bounded where built).
+fn detailed(code: Code, message: impl Into<String>, details: ErrorDetails) -> Status {
+    Status::with_error_details(code, bounded(message, MAX_MESSAGE), details)
+}
+
+/// Field violations, bounded in number and size.
+fn violations<F, D>(all: impl ExactSizeIterator<Item = (F, D)>) -> Vec<FieldViolation>
+where
+    F: Into<String>,
+    D: Into<String>,
+{
+    let total = all.len();
+    let keep = if total > MAX_VIOLATIONS {
+        MAX_VIOLATIONS - 1
+    } else {
+        total
+    };
+    let mut out: Vec<FieldViolation> = all
+        .take(keep)
+        .map(|(f, d)| FieldViolation::new(bounded(f, MAX_FIELD), bounded(d, MAX_DESCRIPTION)))
         .collect();
-    Status::with_error_details(
+    if total > keep {
+        out.push(FieldViolation::new(
+            "",
+            format!("and {} more violations", total - keep),
+        ));
+    }
+    out
+}
+
+/// INVALID_ARGUMENT listing the field violations (at most [`MAX_VIOLATIONS`]).
+pub fn invalid(e: ValidationError) -> Status {
+    let listed = violations(
+        e.violations
+            .iter()
+            .map(|v| (v.field.as_str(), v.description.as_str())),
+    );
+    detailed(
         Code::InvalidArgument,
         format!("invalid argument: {e}"),
-        ErrorDetails::with_bad_request(violations),
+        ErrorDetails::with_bad_request(listed),
     )
 }
 
@@ -53,10 +100,11 @@ fn resource_type(name: &str) -> &'static str {
 
 /// NOT_FOUND naming the resource.
 pub fn not_found(name: &str) -> Status {
-    Status::with_error_details(
+    let name = bounded(name, MAX_FIELD);
+    detailed(
         Code::NotFound,
         format!("{name} not found"),
-        ErrorDetails::with_resource_info(resource_type(name), name, "", "does not exist"),
+        ErrorDetails::with_resource_info(resource_type(&name), name.clone(), "", "does not exist"),
     )
 }
 
@@ -70,6 +118,8 @@ pub fn from_store(e: StoreError) -> Status {
             field,
             message,
         } => {
+            let existing = bounded(existing, MAX_FIELD);
+            let field = bounded(field, MAX_FIELD);
             let mut details = ErrorDetails::with_resource_info(
                 resource_type(&existing),
                 existing.clone(),
@@ -77,10 +127,20 @@ pub fn from_store(e: StoreError) -> Status {
                 format!("{field} is already held by {existing}"),
             );
             details.add_bad_request_violation(field, format!("already used by {existing}"));
-            Status::with_error_details(Code::AlreadyExists, message, details)
+            detailed(Code::AlreadyExists, message, details)
         }
-        StoreError::Aborted(m) => Status::aborted(m),
-        StoreError::FailedPrecondition(m) => Status::failed_precondition(m),
+        StoreError::Aborted(m) => status(Code::Aborted, m),
+        StoreError::FailedPrecondition(m) => status(Code::FailedPrecondition, m),
+        // PostgreSQL refusing a character (NUL) in text: the domain refuses control characters
+        // in the fields it checks; this keeps any other text field from becoming INTERNAL.
+        StoreError::Database(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("22021" | "22P05")) =>
+        {
+            status(
+                Code::InvalidArgument,
+                "the text sent holds a character the database cannot store (such as NUL)",
+            )
+        }
         StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
             tracing::warn!("database pool unavailable");
             Status::unavailable("the database is busy or unavailable; retry later")
@@ -90,6 +150,35 @@ pub fn from_store(e: StoreError) -> Status {
             Status::internal("internal error; it has been logged")
         }
     }
+}
+
+/// The status for a request tonic could not decode, or `None` for any other status. tonic's
+/// codec answers INTERNAL for a message that does not decode (invalid UTF-8, a wrong wire
+/// type, a truncated body) and OUT_OF_RANGE for one over the size limit; for a server those
+/// are the caller's fault: INVALID_ARGUMENT and RESOURCE_EXHAUSTED. Logged here.
+pub fn from_decode(s: &Status) -> Option<Status> {
+    const UNDECODABLE: &[&str] = &[
+        "failed to decode Protobuf message",
+        "Unexpected EOF decoding stream",
+        "Missing request message",
+        "protocol error: received message with",
+        "Error decompressing",
+    ];
+    let message = s.message();
+    let code = match s.code() {
+        Code::Internal if UNDECODABLE.iter().any(|p| message.starts_with(p)) => {
+            Code::InvalidArgument
+        }
+        Code::OutOfRange if message.starts_with("Error, decoded message length too large") => {
+            Code::ResourceExhausted
+        }
+        _ => return None,
+    };
+    tracing::warn!(error = %quote(message), "request message refused by the decoder");
+    Some(status(
+        code,
+        format!("the request message is unusable: {message}"),
+    ))
 }
 
 /// `line 3, column 5: message`, or the message alone when it has no place.
@@ -104,15 +193,16 @@ pub fn diagnostic_text(d: &Diagnostic) -> String {
 /// A script's source that does not check out: INVALID_ARGUMENT (or FAILED_PRECONDITION for a
 /// stored script that no longer compiles) with a field violation on `field` per diagnostic.
 pub fn script_diagnostics(code: Code, field: &str, diagnostics: &[Diagnostic]) -> Status {
-    let violations: Vec<FieldViolation> = diagnostics
+    let listed = violations(diagnostics.iter().map(|d| (field, diagnostic_text(d))));
+    let summary: Vec<String> = diagnostics
         .iter()
-        .map(|d| FieldViolation::new(field, diagnostic_text(d)))
+        .take(MAX_VIOLATIONS)
+        .map(diagnostic_text)
         .collect();
-    let summary: Vec<String> = diagnostics.iter().map(diagnostic_text).collect();
-    Status::with_error_details(
+    detailed(
         code,
         format!("{field} has problems: {}", summary.join("; ")),
-        ErrorDetails::with_bad_request(violations),
+        ErrorDetails::with_bad_request(listed),
     )
 }
 
@@ -167,6 +257,7 @@ pub fn script_failure(
     } else {
         source_field
     };
+    let text = bounded(text, MAX_DESCRIPTION);
     details.add_bad_request_violation(field, text.clone());
     let prefix = match e.category {
         ErrorCategory::Limit => "the script hit a limit",
@@ -174,17 +265,7 @@ pub fn script_failure(
         ErrorCategory::Cancelled => "the script was stopped",
         _ => "the script failed",
     };
-    Status::with_error_details(code, format!("{prefix}: {text}"), details)
-}
-
-/// At most the first 64 characters of caller text, for messages that quote it: an error never
-/// echoes a huge value back (or into the logs).
-pub fn quote(text: &str) -> String {
-    const MAX: usize = 64;
-    match text.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
-    }
+    detailed(code, format!("{prefix}: {text}"), details)
 }
 
 /// Work over many customers stopped before its end because the server is shutting down.

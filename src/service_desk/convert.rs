@@ -32,6 +32,8 @@ pub fn text(
         errs.add(field, "is required");
     } else if v.chars().count() > max {
         errs.add(field, format!("must be at most {max} characters"));
+    } else if let Err(why) = bakkal_domain::normalise::control_free(v) {
+        errs.add(field, why);
     }
     v.to_string()
 }

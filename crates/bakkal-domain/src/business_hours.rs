@@ -95,7 +95,10 @@ impl BusinessHours {
                 let reason = if spec.time_zone.is_empty() {
                     "is required (an IANA time zone such as Europe/Istanbul)".to_string()
                 } else {
-                    format!("unknown time zone {:?}", spec.time_zone)
+                    format!(
+                        "unknown time zone {:?}",
+                        crate::error::quote(&spec.time_zone)
+                    )
                 };
                 errors.push(("time_zone".into(), reason));
                 None
@@ -152,7 +155,7 @@ impl BusinessHours {
                 }
                 None => errors.push((
                     format!("holidays[{i}]"),
-                    format!("{h:?} is not a date YYYY-MM-DD"),
+                    format!("{:?} is not a date YYYY-MM-DD", crate::error::quote(h)),
                 )),
             }
         }

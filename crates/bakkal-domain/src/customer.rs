@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::ValidationError;
+use crate::error::{quote, ValidationError};
 use crate::normalise;
 use crate::time::{days_between, parse_date, Micros};
 
@@ -147,6 +147,8 @@ fn text(errs: &mut ValidationError, field: &str, value: &str) -> String {
     let v = value.trim();
     if v.chars().count() > MAX_TEXT {
         errs.add(field, format!("must be at most {MAX_TEXT} characters"));
+    } else if let Err(why) = normalise::control_free(v) {
+        errs.add(field, why);
     }
     v.to_string()
 }
@@ -171,7 +173,7 @@ impl CustomerFields {
             Some(e) => match normalise::email(e) {
                 Ok(e) => Some(e),
                 Err(why) => {
-                    errs.add("email", format!("'{e}' {why}"));
+                    errs.add("email", format!("'{}' {why}", quote(e)));
                     None
                 }
             },
@@ -181,7 +183,7 @@ impl CustomerFields {
             Some(p) => match normalise::phone(p, country_code.as_deref()) {
                 Ok(p) => Some(p),
                 Err(why) => {
-                    errs.add("phone", format!("'{p}' {why}"));
+                    errs.add("phone", format!("'{}' {why}", quote(p)));
                     None
                 }
             },
@@ -190,7 +192,10 @@ impl CustomerFields {
             None | Some("") => None,
             Some(d) => {
                 if parse_date(d).is_none() {
-                    errs.add("birth_date", format!("'{d}' is not a date YYYY-MM-DD"));
+                    errs.add(
+                        "birth_date",
+                        format!("'{}' is not a date YYYY-MM-DD", quote(d)),
+                    );
                 }
                 Some(d.to_string())
             }
@@ -212,13 +217,15 @@ impl CustomerFields {
         }
         for (k, v) in &self.attributes {
             if let Err(why) = normalise::token(k) {
-                errs.add(format!("attributes[{k}]"), format!("key {why}"));
+                errs.add(format!("attributes[{}]", quote(k)), format!("key {why}"));
             }
             if v.chars().count() > MAX_ATTRIBUTE_VALUE {
                 errs.add(
-                    format!("attributes[{k}]"),
+                    format!("attributes[{}]", quote(k)),
                     format!("value must be at most {MAX_ATTRIBUTE_VALUE} characters"),
                 );
+            } else if let Err(why) = normalise::control_free(v) {
+                errs.add(format!("attributes[{}]", quote(k)), format!("value {why}"));
             }
         }
         if display_name.is_empty() && email.is_none() && phone.is_none() && errs.is_empty() {

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::error::quote;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Eq,
@@ -66,8 +68,17 @@ pub enum FieldKind {
     Enum(&'static [&'static str]),
 }
 
+/// The longest filter accepted, in characters.
+pub const MAX_FILTER_CHARS: usize = 4096;
+/// The most clauses a filter may join with AND. The grammar has no nesting (no parentheses, no
+/// OR), so this bounds the SQL a filter becomes on both databases.
+pub const MAX_CLAUSES: usize = 32;
+
 /// Parse `filter` against the allowed fields. `Err` is a message for the `filter` field.
 pub fn parse(filter: &str, fields: &[(&str, FieldKind)]) -> Result<Vec<Clause>, String> {
+    if filter.len() > MAX_FILTER_CHARS && filter.chars().count() > MAX_FILTER_CHARS {
+        return Err(format!("must be at most {MAX_FILTER_CHARS} characters"));
+    }
     let tokens = tokenize(filter)?;
     let mut clauses = Vec::new();
     let mut i = 0;
@@ -78,6 +89,9 @@ pub fn parse(filter: &str, fields: &[(&str, FieldKind)]) -> Result<Vec<Clause>, 
             }
             i += 1;
         }
+        if clauses.len() == MAX_CLAUSES {
+            return Err(format!("at most {MAX_CLAUSES} clauses joined with AND"));
+        }
         let (Some(Token::Word(field)), Some(Token::Op(op)), Some(value)) =
             (tokens.get(i), tokens.get(i + 1), tokens.get(i + 2))
         else {
@@ -87,17 +101,24 @@ pub fn parse(filter: &str, fields: &[(&str, FieldKind)]) -> Result<Vec<Clause>, 
         let Some((_, kind)) = fields.iter().find(|(f, _)| f == field) else {
             let known: Vec<&str> = fields.iter().map(|(f, _)| *f).collect();
             return Err(format!(
-                "unknown field '{field}'; filterable fields: {}",
+                "unknown field '{}'; filterable fields: {}",
+                quote(field),
                 known.join(", ")
             ));
         };
         let value = match value {
-            Token::Word(w) => w
-                .parse::<f64>()
-                .map(Value::Number)
-                .unwrap_or_else(|_| Value::Text(w.clone())),
+            // `NaN`, `inf` and `1e999` are words, never numbers: a number field refuses them
+            Token::Word(w) => match w.parse::<f64>() {
+                Ok(n) if n.is_finite() => Value::Number(n),
+                _ => Value::Text(w.clone()),
+            },
             Token::Quoted(q) => Value::Text(q.clone()),
-            Token::Op(o) => return Err(format!("expected a value after {field}, found {o:?}")),
+            Token::Op(o) => {
+                return Err(format!(
+                    "expected a value after {}, found {o:?}",
+                    quote(field)
+                ))
+            }
         };
         let ok = match kind {
             FieldKind::Text => matches!(op, Op::Eq | Op::Ne),
@@ -149,8 +170,8 @@ enum Token {
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Token::Word(w) => write!(f, "'{w}'"),
-            Token::Quoted(q) => write!(f, "\"{q}\""),
+            Token::Word(w) => write!(f, "'{}'", quote(w)),
+            Token::Quoted(q) => write!(f, "\"{}\"", quote(q)),
             Token::Op(o) => write!(f, "{o:?}"),
         }
     }
@@ -164,6 +185,7 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
         let c = chars[i];
         match c {
             c if c.is_whitespace() => i += 1,
+            c if c.is_control() => return Err("control characters are not allowed".into()),
             '"' => {
                 let mut q = String::new();
                 i += 1;
@@ -171,7 +193,10 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
                     match chars.get(i) {
                         None => return Err("unterminated string".into()),
                         Some('"') => break,
-                        Some('\\') if chars.get(i + 1).is_some() => {
+                        Some(c) if c.is_control() => {
+                            return Err("control characters are not allowed in a string".into())
+                        }
+                        Some('\\') if chars.get(i + 1).is_some_and(|c| !c.is_control()) => {
                             q.push(chars[i + 1]);
                             i += 2;
                             continue;
@@ -202,6 +227,7 @@ fn tokenize(s: &str) -> Result<Vec<Token>, String> {
                 let start = i;
                 while i < chars.len()
                     && !chars[i].is_whitespace()
+                    && !chars[i].is_control()
                     && !matches!(chars[i], '=' | '!' | '<' | '>' | ':' | '"')
                 {
                     i += 1;
@@ -232,7 +258,8 @@ pub fn parse_order_by(s: &str, sortable: &[&str], default: &str) -> Result<Order
     };
     if !sortable.contains(&field) {
         return Err(format!(
-            "cannot order by '{field}'; sortable fields: {}",
+            "cannot order by '{}'; sortable fields: {}",
+            quote(field),
             sortable.join(", ")
         ));
     }
@@ -277,9 +304,18 @@ mod tests {
         assert!(parse("region > \"a\"", FIELDS).is_err());
         assert!(parse("value.order_count = x", FIELDS).is_err());
         assert!(parse("stage = GONE", FIELDS).is_err());
+        for n in ["NaN", "nan", "inf", "-inf", "infinity", "1e999"] {
+            assert!(parse(&format!("value.order_count > {n}"), FIELDS).is_err());
+        }
         assert!(parse("region = \"a\" OR region = \"b\"", FIELDS).is_err());
         assert!(parse("region = \"a", FIELDS).is_err());
         assert!(parse("region =", FIELDS).is_err());
+        assert!(parse("region = \"a\0b\"", FIELDS).is_err());
+        assert!(parse("region = a\0b", FIELDS).is_err());
+        let many = vec!["region = \"a\""; MAX_CLAUSES + 1].join(" AND ");
+        assert!(parse(&many, FIELDS).unwrap_err().contains("at most"));
+        let enough = vec!["region = \"a\""; MAX_CLAUSES].join(" AND ");
+        assert_eq!(parse(&enough, FIELDS).unwrap().len(), MAX_CLAUSES);
     }
 
     #[test]

@@ -31,6 +31,20 @@ pub fn email(raw: &str) -> Result<String, &'static str> {
     Ok(e)
 }
 
+/// Caller text bakkal stores or searches: no control characters but tab and line breaks. NUL
+/// in particular is refused here, the same on both databases (PostgreSQL cannot store it in
+/// text, SQLite would).
+pub fn control_free(raw: &str) -> Result<(), &'static str> {
+    if raw
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        Err("must not contain control characters (other than tab and line breaks)")
+    } else {
+        Ok(())
+    }
+}
+
 /// ITU calling codes for the countries bakkal knows how to dial without a leading `+`.
 fn calling_code(country: &str) -> Option<&'static str> {
     Some(match country {
@@ -171,6 +185,14 @@ mod tests {
         assert!(phone("+90 532 abc", None).is_err());
         assert!(phone("+12", None).is_err());
         assert!(phone("+1234567890123456", None).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        assert!(control_free("two\nlines\tand a tab").is_ok());
+        assert!(control_free("nul\0byte").is_err());
+        assert!(control_free("bell\u{7}").is_err());
+        assert!(control_free("c1\u{85}").is_err());
     }
 
     #[test]

@@ -117,7 +117,8 @@ pub fn order_id(raw: &str) -> Result<String, &'static str> {
 }
 
 impl OrderInput {
-    /// Validate into an [`Order`] for `customer_id`; `now` fills a missing placed time.
+    /// Validate into an [`Order`] for `customer_id`; `now` fills a missing placed time and
+    /// bounds a given one ([`crate::time::happened`]).
     pub fn validate(self, customer_id: i64, now: Micros) -> Result<Order, ValidationError> {
         let mut errs = ValidationError::new();
         let oid = order_id(&self.order_id).unwrap_or_else(|why| {
@@ -128,6 +129,9 @@ impl OrderInput {
             errs.add("currency", why);
             String::new()
         });
+        if let Some(Err(why)) = self.placed_time.map(|t| crate::time::happened(t, now)) {
+            errs.add("placed_time", why);
+        }
         if self.lines.is_empty() {
             errs.add("lines", "an order needs at least one line");
         }
@@ -146,6 +150,8 @@ impl OrderInput {
                     format!("lines[{i}].category"),
                     "must be at most 64 characters",
                 );
+            } else if let Err(why) = normalise::control_free(&category) {
+                errs.add(format!("lines[{i}].category"), why);
             }
             if l.quantity <= 0 {
                 errs.add(
@@ -228,6 +234,14 @@ impl ProductInput {
         let display_name = self.display_name.trim().to_string();
         if display_name.is_empty() {
             errs.add("display_name", "is required");
+        }
+        for (field, value) in [
+            ("display_name", &display_name),
+            ("category", &self.category),
+        ] {
+            if let Err(why) = normalise::control_free(value) {
+                errs.add(field, why);
+            }
         }
         errs.into_result()?;
         Ok(Product {
@@ -334,6 +348,16 @@ impl Interaction {
         }
         if self.agent.len() > 200 {
             errs.add("agent", "must be at most 200 characters");
+        }
+        for (field, value) in [
+            ("kind", &self.kind),
+            ("subject", &self.subject),
+            ("body", &self.body),
+            ("agent", &self.agent),
+        ] {
+            if let Err(why) = normalise::control_free(value) {
+                errs.add(field, why);
+            }
         }
         errs.into_result()
     }

@@ -15,6 +15,24 @@ pub fn now_micros() -> Micros {
         .unwrap_or(0)
 }
 
+/// The earliest time a business fact (an order placed, an interaction, a consent given) may
+/// carry: 1970-01-01T00:00:00Z.
+pub const BUSINESS_TIME_FLOOR: Micros = 0;
+/// How far past "now" such a time may be, for clocks that run a little ahead: 5 minutes.
+pub const FUTURE_TOLERANCE: Micros = 5 * 60 * MICROS_PER_SECOND;
+
+/// A time at which something happened, checked against `now`: not before
+/// [`BUSINESS_TIME_FLOOR`], not more than [`FUTURE_TOLERANCE`] ahead. `Err` says what is wrong.
+pub fn happened(t: Micros, now: Micros) -> Result<Micros, &'static str> {
+    if t < BUSINESS_TIME_FLOOR {
+        Err("must not be before 1970-01-01T00:00:00Z")
+    } else if t > now.saturating_add(FUTURE_TOLERANCE) {
+        Err("must not be in the future (more than 5 minutes ahead of the server's clock)")
+    } else {
+        Ok(t)
+    }
+}
+
 /// Whole days from `from` to `to`, never negative.
 pub fn days_between(from: Micros, to: Micros) -> i64 {
     ((to - from) / MICROS_PER_DAY).max(0)
@@ -73,6 +91,16 @@ mod tests {
         assert_eq!(parse_date("23-01-01"), None);
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+
+    #[test]
+    fn business_times_are_neither_ancient_nor_future() {
+        let now = 1_800_000_000 * MICROS_PER_SECOND;
+        assert_eq!(happened(now, now), Ok(now));
+        assert!(happened(now + FUTURE_TOLERANCE, now).is_ok());
+        assert!(happened(now + FUTURE_TOLERANCE + 1, now).is_err());
+        assert!(happened(0, now).is_ok());
+        assert!(happened(-1, now).is_err());
     }
 
     #[test]

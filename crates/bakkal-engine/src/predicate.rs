@@ -6,7 +6,9 @@
 //! Only comparisons that cannot fail in the interpreter are translated: a float literal for
 //! `total_spent` / `ltv`, an integer literal for the integer keys, a string literal with `==`
 //! or `!=` for the text fields. The float comparison is done in SQL on the same double the
-//! script sees (`total_spent / 1000000.0`).
+//! script sees (`total_spent / 1000000.0`). A rule of more than `filter::MAX_CLAUSES`
+//! comparisons, or one comparing with a string holding control characters, is left to the
+//! interpreter too.
 
 use bakkal_domain::filter::Op;
 use bakkal_store::{PredicateClause, PredicateColumn, PredicateValue};
@@ -177,12 +179,19 @@ pub fn translate(source: &str) -> Option<Vec<PredicateClause>> {
         let value = match (kind, lit) {
             (Kind::Float, Tok::Float(f)) => PredicateValue::Float(*f),
             (Kind::Int, Tok::Int(i)) => PredicateValue::Int(*i),
-            (Kind::Text, Tok::Str(s)) if matches!(op, Op::Eq | Op::Ne) => {
+            (Kind::Text, Tok::Str(s))
+                if matches!(op, Op::Eq | Op::Ne)
+                    && bakkal_domain::normalise::control_free(s).is_ok() =>
+            {
                 PredicateValue::Text(s.clone())
             }
             _ => return None,
         };
         out.push(PredicateClause { column, op, value });
+        // Past the filter's clause cap the interpreter decides: the SQL stays small.
+        if out.len() > bakkal_domain::filter::MAX_CLAUSES {
+            return None;
+        }
     }
     Some(out)
 }

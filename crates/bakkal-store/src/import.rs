@@ -38,10 +38,23 @@ pub struct ImportOrderRow {
     pub order: Order,
 }
 
+/// A row the import refused, and why. The reason is bounded to [`Rejection::MAX_REASON`]
+/// bytes, whatever the row held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub row: i64,
     pub reason: String,
+}
+
+impl Rejection {
+    pub const MAX_REASON: usize = 512;
+
+    pub fn new(row: i64, reason: impl Into<String>) -> Self {
+        Rejection {
+            row,
+            reason: bakkal_domain::error::bounded(reason, Self::MAX_REASON),
+        }
+    }
 }
 
 /// What a batch did.
@@ -62,10 +75,7 @@ impl ImportOutcome {
     }
 
     fn reject(&mut self, row: i64, reason: impl Into<String>) {
-        self.rejected.push(Rejection {
-            row,
-            reason: reason.into(),
-        });
+        self.rejected.push(Rejection::new(row, reason));
     }
 }
 
@@ -446,7 +456,13 @@ impl Store {
         let mut touched = HashSet::new();
         for r in rows {
             let Some(&customer_id) = by_email.get(&r.email) else {
-                out.reject(r.row, format!("no customer with email {}", r.email));
+                out.reject(
+                    r.row,
+                    format!(
+                        "no customer with email {}",
+                        bakkal_domain::error::quote(&r.email)
+                    ),
+                );
                 continue;
             };
             let order = Order {
