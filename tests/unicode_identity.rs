@@ -169,3 +169,47 @@ on_both_backends!(
     equivalent_unicode_spellings_are_one_customer_shown_as_written,
     import_matches_customers_by_the_email_key,
 );
+
+/// A customer written before migration 0012 has no email key; the server that starts on the
+/// database gives it one, so the other spelling is refused.
+async fn rows_without_an_email_key_get_one_when_the_server_starts(backend: common::Backend) {
+    let Some(db) = common::TestDb::new(backend).await else {
+        return;
+    };
+    let server = TestServer::start_at(&db.url, |_| {}).await;
+    let old = create(&server, customer("Ali", "ali@exämple.com", ""))
+        .await
+        .expect("create");
+    server.stop().await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .expect("connect");
+    sqlx::query("UPDATE customers SET email_key = NULL")
+        .execute(&pool)
+        .await
+        .expect("forget the key");
+    pool.close().await;
+    let server = TestServer::start_at(&db.url, |_| {}).await;
+    let err = create(&server, customer("Ali Puny", "ali@xn--exmple-cua.com", ""))
+        .await
+        .expect_err("the backfilled key refuses the other spelling");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    let info = err
+        .get_details_resource_info()
+        .expect("ResourceInfo detail");
+    assert_eq!(info.resource_name, old.name);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rows_without_an_email_key_get_one_when_the_server_starts() {
+    rows_without_an_email_key_get_one_when_the_server_starts(common::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_without_an_email_key_get_one_when_the_server_starts() {
+    rows_without_an_email_key_get_one_when_the_server_starts(common::Backend::Postgres).await;
+}
