@@ -254,6 +254,14 @@ impl CustomerFields {
         })
     }
 
+    /// The key that makes two spellings of one mailbox one customer ([`normalise::email_key`]);
+    /// a stored address too old to parse keys as itself.
+    pub fn email_key(&self) -> Option<String> {
+        self.email
+            .as_deref()
+            .map(|e| normalise::email_key(e).unwrap_or_else(|_| e.to_string()))
+    }
+
     /// The key duplicate search compares display names by.
     pub fn name_key(&self) -> String {
         normalise::name_key(&self.display_name)

@@ -30,6 +30,7 @@ pub(crate) const FIELD_COLUMNS: &[&str] = &[
     "display_name",
     "name_key",
     "email",
+    "email_key",
     "phone",
     "country_code",
     "region",
@@ -97,6 +98,7 @@ pub(crate) fn field_args(f: &CustomerFields) -> Vec<Arg> {
         Arg::Text(f.display_name.clone()),
         Arg::Text(f.name_key()),
         Arg::OptText(f.email.clone()),
+        Arg::OptText(f.email_key()),
         Arg::OptText(f.phone.clone()),
         Arg::OptText(f.country_code.clone()),
         Arg::Text(f.region.clone()),
@@ -212,17 +214,24 @@ pub(crate) async fn load_live_locked(conn: &mut AnyConnection, id: i64) -> Resul
     load_live(conn, id).await
 }
 
-/// ALREADY_EXISTS when another live customer holds this email or phone.
+/// ALREADY_EXISTS when another live customer holds this email (by its key) or phone.
 pub(crate) async fn check_unique(
     conn: &mut AnyConnection,
     f: &CustomerFields,
     except: Option<i64>,
 ) -> Result<()> {
-    for (field, value) in [("email", &f.email), ("phone", &f.phone)] {
-        let Some(value) = value else { continue };
-        let sql = format!("SELECT id FROM customers WHERE {field} = $1");
+    let email_key = f.email_key();
+    for (field, column, value, key) in [
+        ("email", "email_key", &f.email, &email_key),
+        ("phone", "phone", &f.phone, &f.phone),
+    ] {
+        let (Some(value), Some(key)) = (value, key) else {
+            continue;
+        };
+        // `column` is chosen here, never the caller's text
+        let sql = format!("SELECT id FROM customers WHERE {column} = $1");
         let holder: Option<i64> = sqlx::query_scalar(&sql)
-            .bind(value.clone())
+            .bind(key.clone())
             .fetch_optional(&mut *conn)
             .await?;
         if let Some(holder) = holder.filter(|h| Some(*h) != except) {
@@ -528,6 +537,51 @@ fn national_suffix(phone: &str) -> Option<&str> {
 }
 
 impl Store {
+    /// Give every customer written before migration 0012 its email key, which only Rust can
+    /// compute. Runs after migrating, in batches; cheap once done (it finds no row). A row
+    /// whose key another customer already holds (the same mailbox spelled twice, which the
+    /// old rule let in) keeps no key, is named in a warning and is left for a merge.
+    pub(crate) async fn backfill_email_keys(&self) -> Result<()> {
+        let mut after = 0i64;
+        loop {
+            let rows: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, email FROM customers \
+                 WHERE email IS NOT NULL AND email_key IS NULL AND id > $1 ORDER BY id LIMIT 500",
+            )
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(&(last, _)) = rows.last() else {
+                return Ok(());
+            };
+            let mut tx = self.write_tx().await?;
+            for (id, email) in rows {
+                let key = normalise::email_key(&email).unwrap_or_else(|_| email.clone());
+                let holder: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM customers WHERE email_key = $1")
+                        .bind(key.clone())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(holder) = holder {
+                    tracing::warn!(
+                        customer = %customer_name(id),
+                        holder = %customer_name(holder),
+                        email = %email,
+                        "two customers hold one mailbox; this one keeps no email key until they are merged"
+                    );
+                    continue;
+                }
+                sqlx::query("UPDATE customers SET email_key = $1 WHERE id = $2")
+                    .bind(key)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            after = last;
+        }
+    }
+
     /// Create a customer from normalised fields. With a `request_id` seen before, return the
     /// customer that first request created.
     pub async fn create_customer(

@@ -16,7 +16,7 @@ use bakkal_domain::ticket::{
     ticket_name, Sla, SlaEvent, DEFAULT_AT_RISK_FRACTION,
 };
 use bakkal_domain::time::Micros;
-use bakkal_domain::{Customer, CustomerFields, ValidationError};
+use bakkal_domain::{normalise, Customer, CustomerFields, ValidationError};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -550,7 +550,8 @@ async fn find_contact(
     email: Option<&str>,
     phone: Option<&str>,
 ) -> Result<Option<i64>> {
-    for (column, value) in [("email", email), ("phone", phone)] {
+    let email_key = email.map(|e| normalise::email_key(e).unwrap_or_else(|_| e.to_string()));
+    for (column, value) in [("email_key", email_key.as_deref()), ("phone", phone)] {
         let Some(v) = value else { continue };
         let sql = format!(
             "SELECT id FROM customers WHERE {column} = $1 AND merged_into IS NULL \

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use bakkal_domain::name::customer_name;
 use bakkal_domain::time::Micros;
-use bakkal_domain::{ConsentChannel, CustomerFields, Order};
+use bakkal_domain::{normalise, ConsentChannel, CustomerFields, Order};
 use sqlx::AnyConnection;
 
 use crate::args::{positional, push_value_rows, Arg};
@@ -129,7 +129,7 @@ async fn ids_by(
     let mut out = HashMap::new();
     for chunk in values.chunks(INSERT_ROWS) {
         let placeholders: Vec<String> = (1..=chunk.len()).map(|i| positional(backend, i)).collect();
-        // `column` is "email" or "phone", chosen by this module
+        // `column` is "email_key" or "phone", chosen by this module
         let sql = format!(
             "SELECT {column}, id FROM customers WHERE {column} IN ({})",
             placeholders.join(", ")
@@ -278,11 +278,11 @@ impl Store {
             let mut end = start;
             while end < rows.len() {
                 let f = &rows[end].fields;
-                let keys: Vec<&String> = f.email.iter().chain(f.phone.iter()).collect();
-                if keys.iter().any(|k| seen.contains(*k)) {
+                let keys: Vec<String> = f.email_key().into_iter().chain(f.phone.clone()).collect();
+                if keys.iter().any(|k| seen.contains(k)) {
                     break;
                 }
-                seen.extend(keys.into_iter().cloned());
+                seen.extend(keys);
                 end += 1;
             }
             let part = self.import_part(&mut tx, &rows[start..end], now).await?;
@@ -341,13 +341,13 @@ impl Store {
                 key != (None, None) && !inserted.contains(&key)
             })
             .collect();
-        let emails: Vec<String> = rest.iter().filter_map(|r| r.fields.email.clone()).collect();
+        let emails: Vec<String> = rest.iter().filter_map(|r| r.fields.email_key()).collect();
         let phones: Vec<String> = rest.iter().filter_map(|r| r.fields.phone.clone()).collect();
-        let by_email = ids_by(self.backend, conn, "email", &emails).await?;
+        let by_email = ids_by(self.backend, conn, "email_key", &emails).await?;
         let by_phone = ids_by(self.backend, conn, "phone", &phones).await?;
         for r in rest {
             let f = &r.fields;
-            let e = f.email.as_ref().and_then(|e| by_email.get(e)).copied();
+            let e = f.email_key().and_then(|k| by_email.get(&k).copied());
             let p = f.phone.as_ref().and_then(|p| by_phone.get(p)).copied();
             match (e, p) {
                 (None, None) => {
@@ -433,8 +433,9 @@ impl Store {
     ) -> Result<ImportOutcome> {
         let mut out = ImportOutcome::default();
         let mut tx = self.write_tx().await?;
-        let emails: Vec<String> = rows.iter().map(|r| r.email.clone()).collect();
-        let by_email = ids_by(self.backend, &mut tx, "email", &emails).await?;
+        let key = |e: &String| normalise::email_key(e).unwrap_or_else(|_| e.clone());
+        let emails: Vec<String> = rows.iter().map(|r| key(&r.email)).collect();
+        let by_email = ids_by(self.backend, &mut tx, "email_key", &emails).await?;
         let ids: Vec<String> = rows.iter().map(|r| r.order.order_id.clone()).collect();
         let mut known = HashSet::new();
         for chunk in ids.chunks(INSERT_ROWS) {
@@ -455,7 +456,7 @@ impl Store {
         }
         let mut touched = HashSet::new();
         for r in rows {
-            let Some(&customer_id) = by_email.get(&r.email) else {
+            let Some(&customer_id) = by_email.get(&key(&r.email)) else {
                 out.reject(
                     r.row,
                     format!(

@@ -215,14 +215,15 @@ impl Store {
         })
     }
 
-    /// Apply the migrations for this backend that have not run yet.
+    /// Apply the migrations for this backend that have not run yet, then compute what only
+    /// Rust can (the email keys of rows older than migration 0012).
     pub async fn migrate(&self) -> Result<()> {
         let migrator = match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATOR,
             Backend::Postgres => &POSTGRES_MIGRATOR,
         };
         migrator.run(&self.pool).await?;
-        Ok(())
+        self.backfill_email_keys().await
     }
 
     pub fn backend(&self) -> Backend {
