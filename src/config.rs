@@ -34,6 +34,9 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Client connections: how many, streams on each, handshake and idle timeouts.
     pub connections: crate::connections::ConnectionLimits,
+    /// How far ahead of the server's clock an order's placed time may be (a source system's
+    /// clock running ahead).
+    pub future_tolerance: Duration,
 }
 
 impl Config {
@@ -52,6 +55,7 @@ impl Config {
             delivery: DeliveryConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             connections: crate::connections::ConnectionLimits::default(),
+            future_tolerance: Duration::from_secs(300),
         }
     }
 }

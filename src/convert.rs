@@ -279,7 +279,12 @@ pub fn order_to_proto(o: &Order) -> proto::Order {
 }
 
 /// A validated order (its `customer_id` still to be set by the caller).
-pub fn order_from_proto(p: &proto::Order, now: Micros) -> Result<Order, ValidationError> {
+/// An order from its protobuf form; a placed time after `latest` is refused.
+pub fn order_from_proto(
+    p: &proto::Order,
+    now: Micros,
+    latest: Micros,
+) -> Result<Order, ValidationError> {
     let mut errs = ValidationError::new();
     let status = match proto::OrderStatus::try_from(p.status) {
         Ok(proto::OrderStatus::Unspecified) => None,
@@ -309,7 +314,7 @@ pub fn order_from_proto(p: &proto::Order, now: Micros) -> Result<Order, Validati
         placed_time,
         status,
     };
-    match input.validate(0, now) {
+    match input.validate_until(0, now, latest) {
         Ok(o) if errs.is_empty() => Ok(o),
         Ok(_) => Err(errs),
         Err(e) => {

@@ -34,11 +34,20 @@ const EXPORT_PAGE: usize = 500;
 
 pub struct CustomerApi {
     store: Store,
+    /// How far ahead of the server's clock a business time may be.
+    future_tolerance: i64,
 }
 
 impl CustomerApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, future_tolerance: std::time::Duration) -> Self {
+        Self {
+            store,
+            future_tolerance: i64::try_from(future_tolerance.as_micros()).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn latest(&self, now: i64) -> i64 {
+        now.saturating_add(self.future_tolerance)
     }
 }
 
@@ -167,7 +176,12 @@ fn import_customer_row(row: i64, c: &proto::Customer) -> Result<ImportCustomerRo
     Ok(ImportCustomerRow { row, fields })
 }
 
-fn import_order_row(row: i64, o: &proto::ImportOrder, now: i64) -> Result<ImportOrderRow, String> {
+fn import_order_row(
+    row: i64,
+    o: &proto::ImportOrder,
+    now: i64,
+    latest: i64,
+) -> Result<ImportOrderRow, String> {
     let email = normalise::email(&o.customer_email)
         .map_err(|why| format!("customer_email: '{}' {why}", quote(&o.customer_email)))?;
     let order = o
@@ -175,7 +189,7 @@ fn import_order_row(row: i64, o: &proto::ImportOrder, now: i64) -> Result<Import
         .as_ref()
         .ok_or_else(|| "order: is required".to_string())
         .and_then(|p| {
-            convert::order_from_proto(p, now).map_err(|e| e.prefixed("order").to_string())
+            convert::order_from_proto(p, now, latest).map_err(|e| e.prefixed("order").to_string())
         })?;
     Ok(ImportOrderRow { row, email, order })
 }
@@ -435,7 +449,7 @@ impl CustomerService for CustomerApi {
         let id = customer_id(&req.parent, "parent")?;
         let now = now_micros();
         let o = required(&req.order, "order")?;
-        let o = convert::order_from_proto(o, now).map_err(prefixed("order"))?;
+        let o = convert::order_from_proto(o, now, self.latest(now)).map_err(prefixed("order"))?;
         let stored = self
             .store
             .record_order(id, o, now)
@@ -504,6 +518,7 @@ impl CustomerService for CustomerApi {
         let mut pending = Batch::default();
         let mut stream_error = None;
         let now = now_micros();
+        let latest = self.latest(now);
         // `Err` once the writer has stopped: then reading on would be for nothing.
         let mut writer_gone = false;
         loop {
@@ -531,7 +546,7 @@ impl CustomerService for CustomerApi {
                     Ok(r) => pending.customers.push(r),
                     Err(reason) => pending.reject(row, reason),
                 },
-                Some(Row::Order(o)) => match import_order_row(row, o, now) {
+                Some(Row::Order(o)) => match import_order_row(row, o, now, latest) {
                     Ok(r) => pending.orders.push(r),
                     Err(reason) => pending.reject(row, reason),
                 },

@@ -137,6 +137,10 @@ enum Command {
         /// live ones every minute).
         #[arg(long, env = "BAKKAL_IDLE_TIMEOUT_SECS", default_value_t = 300)]
         idle_timeout_secs: u64,
+        /// How far ahead of the server's clock an order's placed time may be (seconds): a
+        /// source system whose clock runs ahead.
+        #[arg(long, env = "BAKKAL_FUTURE_TOLERANCE_SECS", default_value_t = 300)]
+        future_tolerance_secs: u64,
     },
     /// API keys, written straight to the database (no server needed): the first admin key.
     Keys {
@@ -174,6 +178,17 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum ScriptCommand {
+    /// Validate script files offline, as the server would: prints `file:line:col: message`
+    /// for each problem and exits non-zero if there is any.
+    Check {
+        /// SEGMENT, OFFER, MESSAGE or ROUTING; default: each file's `// KIND:` header, else
+        /// the entry point it defines.
+        #[arg(long)]
+        kind: Option<String>,
+        /// The `.rhai` files.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
     /// Print the Rhai definition file (`.d.rhai`) of bakkal's script API, for editors.
     Defs {
         /// Write to this file instead of standard output.
@@ -222,6 +237,7 @@ async fn main() -> anyhow::Result<()> {
             max_streams_per_connection,
             handshake_timeout_secs,
             idle_timeout_secs,
+            future_tolerance_secs,
         } => {
             use std::time::Duration;
             let config = Config {
@@ -249,9 +265,54 @@ async fn main() -> anyhow::Result<()> {
                     idle_timeout: Duration::from_secs(idle_timeout_secs.max(1)),
                     ..Default::default()
                 },
+                future_tolerance: Duration::from_secs(future_tolerance_secs),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
+        }
+        Command::Script {
+            command: ScriptCommand::Check { kind, files },
+        } => {
+            let forced = match kind.as_deref().map(str::to_uppercase) {
+                Some(k) => Some(bakkal_script::ScriptKind::parse(&k).ok_or_else(|| {
+                    anyhow::anyhow!("unknown kind {k}: SEGMENT, OFFER, MESSAGE or ROUTING")
+                })?),
+                None => None,
+            };
+            let host = bakkal_script::ScriptHost::default();
+            let mut report = String::new();
+            let mut problems = 0;
+            for f in &files {
+                let shown = f.display();
+                let source = match std::fs::read_to_string(f) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        report.push_str(&format!("{shown}:0:0: cannot read: {e}\n"));
+                        problems += 1;
+                        continue;
+                    }
+                };
+                let Some(kind) = forced.or_else(|| bakkal_script::ScriptKind::of_file(&source))
+                else {
+                    report.push_str(&format!(
+                        "{shown}:1:1: unknown kind: start with `// SEGMENT: …` (or OFFER, \
+                         MESSAGE, ROUTING) or pass --kind\n"
+                    ));
+                    problems += 1;
+                    continue;
+                };
+                for d in host.validate(kind, &source) {
+                    report.push_str(&format!("{shown}:{}:{}: {}\n", d.line, d.column, d.message));
+                    problems += 1;
+                }
+            }
+            let mut out = std::io::stdout();
+            std::io::Write::write_all(&mut out, report.as_bytes())?;
+            std::io::Write::flush(&mut out)?;
+            if problems > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Script {
             command: ScriptCommand::Defs { out },
@@ -302,6 +363,7 @@ async fn main() -> anyhow::Result<()> {
                 loyalty_sweep: None,
                 auth: AuthConfig::default(),
                 connections: Default::default(),
+                future_tolerance: std::time::Duration::from_secs(300),
             };
             let store = server::open_store(&config).await?;
             store.close().await;

@@ -173,7 +173,10 @@ pub async fn run(
 
     // One script host (engine and compiled-script cache) for the whole server.
     let script_host = Arc::new(ScriptHost::default());
-    let customers = with_codecs!(CustomerServiceServer::new(CustomerApi::new(store.clone())));
+    let customers = with_codecs!(CustomerServiceServer::new(CustomerApi::new(
+        store.clone(),
+        config.future_tolerance
+    )));
     let scripts = with_codecs!(ScriptServiceServer::new(ScriptApi::new(
         store.clone(),
         script_host.clone()

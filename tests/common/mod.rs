@@ -290,3 +290,46 @@ pub async fn create_script(server: &TestServer, kind: proto::ScriptKind, source:
         .into_inner()
         .name
 }
+
+/// Like `on_both_backends!`, in a module of its own, with each server's configuration
+/// changed by `tweak` first.
+#[macro_export]
+macro_rules! on_both_backends_with {
+    ($module:ident, $tweak:expr, $($name:ident),* $(,)?) => {
+        mod $module {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let server = $crate::common::TestServer::start_with(
+                            $crate::common::Backend::Sqlite,
+                            $tweak,
+                        )
+                        .await
+                        .expect("sqlite is always available");
+                        super::super::$name(&server).await;
+                        server.stop().await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let Some(server) = $crate::common::TestServer::start_with(
+                            $crate::common::Backend::Postgres,
+                            $tweak,
+                        )
+                        .await
+                        else {
+                            eprintln!("BAKKAL_TEST_POSTGRES_URL not set: PostgreSQL run skipped");
+                            return;
+                        };
+                        super::super::$name(&server).await;
+                        server.stop().await;
+                    }
+                )*
+            }
+        }
+    };
+}

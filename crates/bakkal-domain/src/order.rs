@@ -120,6 +120,20 @@ impl OrderInput {
     /// Validate into an [`Order`] for `customer_id`; `now` fills a missing placed time and
     /// bounds a given one ([`crate::time::happened`]).
     pub fn validate(self, customer_id: i64, now: Micros) -> Result<Order, ValidationError> {
+        self.validate_until(
+            customer_id,
+            now,
+            now.saturating_add(crate::time::FUTURE_TOLERANCE),
+        )
+    }
+
+    /// [`OrderInput::validate`] with the latest acceptable placed time given.
+    pub fn validate_until(
+        self,
+        customer_id: i64,
+        now: Micros,
+        latest: Micros,
+    ) -> Result<Order, ValidationError> {
         let mut errs = ValidationError::new();
         let oid = order_id(&self.order_id).unwrap_or_else(|why| {
             errs.add("order_id", why);
@@ -129,7 +143,10 @@ impl OrderInput {
             errs.add("currency", why);
             String::new()
         });
-        if let Some(Err(why)) = self.placed_time.map(|t| crate::time::happened(t, now)) {
+        if let Some(Err(why)) = self
+            .placed_time
+            .map(|t| crate::time::happened_by(t, latest))
+        {
             errs.add("placed_time", why);
         }
         if self.lines.is_empty() {

@@ -24,10 +24,16 @@ pub const FUTURE_TOLERANCE: Micros = 5 * 60 * MICROS_PER_SECOND;
 /// A time at which something happened, checked against `now`: not before
 /// [`BUSINESS_TIME_FLOOR`], not more than [`FUTURE_TOLERANCE`] ahead. `Err` says what is wrong.
 pub fn happened(t: Micros, now: Micros) -> Result<Micros, &'static str> {
+    happened_by(t, now.saturating_add(FUTURE_TOLERANCE))
+}
+
+/// [`happened`] with the latest acceptable time given (the server's clock plus a tolerance
+/// the operator chose).
+pub fn happened_by(t: Micros, latest: Micros) -> Result<Micros, &'static str> {
     if t < BUSINESS_TIME_FLOOR {
         Err("must not be before 1970-01-01T00:00:00Z")
-    } else if t > now.saturating_add(FUTURE_TOLERANCE) {
-        Err("must not be in the future (more than 5 minutes ahead of the server's clock)")
+    } else if t > latest {
+        Err("must not be in the future (ahead of the server's clock by more than its tolerance, 5 minutes unless set)")
     } else {
         Ok(t)
     }

@@ -52,6 +52,27 @@ impl ScriptKind {
         ScriptKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// The kind a script file says it is: its first line's `// KIND: …` header (as the
+    /// examples in `scripts/` have), else the one entry point it defines.
+    pub fn of_file(source: &str) -> Option<ScriptKind> {
+        let header = source
+            .lines()
+            .next()
+            .and_then(|l| l.trim().strip_prefix("//"))
+            .and_then(|l| l.split(':').next())
+            .and_then(|k| ScriptKind::parse(k.trim()));
+        header.or_else(|| {
+            let defined: Vec<ScriptKind> = ScriptKind::ALL
+                .into_iter()
+                .filter(|k| source.contains(&format!("fn {}(", k.entry_point())))
+                .collect();
+            match defined.as_slice() {
+                [one] => Some(*one),
+                _ => None,
+            }
+        })
+    }
+
     /// The function the host calls.
     pub fn entry_point(self) -> &'static str {
         match self {
