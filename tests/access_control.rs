@@ -485,28 +485,7 @@ async fn personal_data_is_masked_without_pii_rights(backend: Backend) {
     server.stop().await;
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+for_each_backend!(
     every_rpc_answers_each_credential_as_the_table_says,
     rotation_keeps_both_keys_until_the_old_is_revoked,
     a_server_that_must_authenticate_refuses_to_start_without_a_key,

@@ -107,28 +107,7 @@ async fn silent_sockets_are_closed_and_health_answers_throughout(backend: Backen
     server.stop().await;
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+for_each_backend!(
     a_connection_gets_at_most_the_stream_limit,
     silent_sockets_are_closed_and_health_answers_throughout,
 );
