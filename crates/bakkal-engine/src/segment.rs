@@ -329,38 +329,6 @@ pub async fn evaluate(
     Ok(out)
 }
 
-/// Sorted `new` against sorted `old`: (entered, exited).
-fn diff(old: &[i64], new: &[i64]) -> (Vec<i64>, Vec<i64>) {
-    let (mut entered, mut exited) = (Vec::new(), Vec::new());
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) if a == b => {
-                i += 1;
-                j += 1;
-            }
-            (Some(a), Some(b)) if a < b => {
-                exited.push(*a);
-                i += 1;
-            }
-            (Some(_), Some(b)) => {
-                entered.push(*b);
-                j += 1;
-            }
-            (Some(a), None) => {
-                exited.push(*a);
-                i += 1;
-            }
-            (None, Some(b)) => {
-                entered.push(*b);
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    (entered, exited)
-}
-
 /// Evaluate a segment and materialise its members: who entered and who exited since the last
 /// refresh are written, with their events, in one transaction.
 pub async fn refresh(
@@ -373,17 +341,13 @@ pub async fn refresh(
 ) -> Result<RefreshOutcome, EngineError> {
     let started = Instant::now();
     let mut evaluation = evaluate(store, host, rule, clauses, 0, true, now).await?;
-    let old = store.segment_member_ids(segment_id).await?;
     let new = std::mem::take(&mut evaluation.matched_ids);
-    let (entered, exited) = diff(&old, &new);
-    drop(old);
     let elapsed = started.elapsed();
-    let segment = store
+    // the store diffs `new` against the members as they are inside its transaction
+    let (segment, entered_count, exited_count) = store
         .apply_segment_refresh(
             segment_id,
-            &entered,
-            &exited,
-            new.len() as i64,
+            &new,
             i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX),
             now,
         )
@@ -391,8 +355,8 @@ pub async fn refresh(
     evaluation.duration = started.elapsed();
     Ok(RefreshOutcome {
         evaluation,
-        entered_count: entered.len() as i64,
-        exited_count: exited.len() as i64,
+        entered_count,
+        exited_count,
         segment,
     })
 }
@@ -407,11 +371,5 @@ mod tests {
         assert!(needs_orders("fn matches(c) { has_bought(c, \"tea\") }"));
         assert!(!needs_orders("fn matches(c) { c.order_count > 2 }"));
         assert!(!needs_orders("fn matches(c) { c.my_orders_x > 2 }"));
-    }
-
-    #[test]
-    fn diffs() {
-        assert_eq!(diff(&[1, 2, 4], &[2, 3, 4, 5]), (vec![3, 5], vec![1]));
-        assert_eq!(diff(&[], &[1]), (vec![1], vec![]));
     }
 }

@@ -981,16 +981,30 @@ impl Store {
 
     /// Apply a refresh in one transaction: remove `exited`, add `entered`, write one
     /// `segment_exited` / `segment_entered` event each, and record the count and timing.
+    ///
+    /// `new` is the whole membership, sorted; it is compared with the members as they are
+    /// inside the transaction, under the segment's row lock, so two refreshes of one segment
+    /// (two servers) never write the same entry or exit twice. Returns the segment and how
+    /// many entered and exited.
     pub async fn apply_segment_refresh(
         &self,
         segment_id: i64,
-        entered: &[i64],
-        exited: &[i64],
-        member_count: i64,
+        new: &[i64],
         duration_micros: i64,
         now: Micros,
-    ) -> Result<Segment> {
+    ) -> Result<(Segment, i64, i64)> {
         let mut tx = self.write_tx().await?;
+        crate::lock::lock_row(&mut tx, "segments", segment_id).await?;
+        let old: Vec<i64> = sqlx::query_scalar(
+            "SELECT customer_id FROM segment_members WHERE segment_id = $1 ORDER BY customer_id",
+        )
+        .bind(segment_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (entered, exited) = diff(&old, new);
+        drop(old);
+        let (entered, exited) = (&entered[..], &exited[..]);
+        let member_count = new.len() as i64;
         let payload = serde_json::json!({ "segment": segment_name(segment_id) }).to_string();
         let be = self.backend;
         let ids_of = |n: usize| match be {
@@ -1050,7 +1064,7 @@ impl Store {
         };
         let seg = segment_from_row(&row)?;
         tx.commit().await?;
-        Ok(seg)
+        Ok((seg, entered.len() as i64, exited.len() as i64))
     }
 
     /// A page of a segment's members (customer ids, ascending).
@@ -1084,5 +1098,48 @@ impl Store {
     pub async fn live_customer_id(&self, id: i64) -> Result<i64> {
         let mut conn = self.pool.acquire().await?;
         Ok(load_live(&mut conn, id).await?.id)
+    }
+}
+
+/// Sorted `new` against sorted `old`: (entered, exited).
+fn diff(old: &[i64], new: &[i64]) -> (Vec<i64>, Vec<i64>) {
+    let (mut entered, mut exited) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                exited.push(*a);
+                i += 1;
+            }
+            (Some(_), Some(b)) => {
+                entered.push(*b);
+                j += 1;
+            }
+            (Some(a), None) => {
+                exited.push(*a);
+                i += 1;
+            }
+            (None, Some(b)) => {
+                entered.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (entered, exited)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diffs() {
+        assert_eq!(diff(&[1, 2, 4], &[2, 3, 4, 5]), (vec![3, 5], vec![1]));
+        assert_eq!(diff(&[], &[1]), (vec![1], vec![]));
     }
 }
