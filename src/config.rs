@@ -37,6 +37,8 @@ pub struct Config {
     /// How far ahead of the server's clock an order's placed time may be (a source system's
     /// clock running ahead).
     pub future_tolerance: Duration,
+    /// The currency of an order that names none (`--default-currency`); `None`: required.
+    pub default_currency: Option<String>,
 }
 
 impl Config {
@@ -56,6 +58,7 @@ impl Config {
             auth: crate::auth::AuthConfig::default(),
             connections: crate::connections::ConnectionLimits::default(),
             future_tolerance: Duration::from_secs(300),
+            default_currency: None,
         }
     }
 }

@@ -279,12 +279,22 @@ pub fn order_to_proto(o: &Order) -> proto::Order {
 }
 
 /// A validated order (its `customer_id` still to be set by the caller).
-/// An order from its protobuf form; a placed time after `latest` is refused.
+/// What an order is checked against beyond its own fields.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderRules<'a> {
+    /// A placed time after this is refused.
+    pub latest: Micros,
+    /// The currency of an order that names none (`--default-currency`); `None`: required.
+    pub default_currency: Option<&'a str>,
+}
+
+/// An order from its protobuf form, checked against `rules`.
 pub fn order_from_proto(
     p: &proto::Order,
     now: Micros,
-    latest: Micros,
+    rules: OrderRules<'_>,
 ) -> Result<Order, ValidationError> {
+    let latest = rules.latest;
     let mut errs = ValidationError::new();
     let status = match proto::OrderStatus::try_from(p.status) {
         Ok(proto::OrderStatus::Unspecified) => None,
@@ -310,7 +320,10 @@ pub fn order_from_proto(
                 unit_price: l.unit_price,
             })
             .collect(),
-        currency: p.currency.clone(),
+        currency: match rules.default_currency {
+            Some(d) if p.currency.trim().is_empty() => d.to_string(),
+            _ => p.currency.clone(),
+        },
         placed_time,
         status,
     };

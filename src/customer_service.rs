@@ -36,18 +36,28 @@ pub struct CustomerApi {
     store: Store,
     /// How far ahead of the server's clock a business time may be.
     future_tolerance: i64,
+    /// The currency of an order that names none.
+    default_currency: Option<String>,
 }
 
 impl CustomerApi {
-    pub fn new(store: Store, future_tolerance: std::time::Duration) -> Self {
+    pub fn new(
+        store: Store,
+        future_tolerance: std::time::Duration,
+        default_currency: Option<String>,
+    ) -> Self {
         Self {
             store,
             future_tolerance: i64::try_from(future_tolerance.as_micros()).unwrap_or(i64::MAX),
+            default_currency,
         }
     }
 
-    fn latest(&self, now: i64) -> i64 {
-        now.saturating_add(self.future_tolerance)
+    fn order_rules(&self, now: i64) -> convert::OrderRules<'_> {
+        convert::OrderRules {
+            latest: now.saturating_add(self.future_tolerance),
+            default_currency: self.default_currency.as_deref(),
+        }
     }
 }
 
@@ -180,7 +190,7 @@ fn import_order_row(
     row: i64,
     o: &proto::ImportOrder,
     now: i64,
-    latest: i64,
+    rules: convert::OrderRules<'_>,
 ) -> Result<ImportOrderRow, String> {
     let email = normalise::email(&o.customer_email)
         .map_err(|why| format!("customer_email: '{}' {why}", quote(&o.customer_email)))?;
@@ -189,7 +199,7 @@ fn import_order_row(
         .as_ref()
         .ok_or_else(|| "order: is required".to_string())
         .and_then(|p| {
-            convert::order_from_proto(p, now, latest).map_err(|e| e.prefixed("order").to_string())
+            convert::order_from_proto(p, now, rules).map_err(|e| e.prefixed("order").to_string())
         })?;
     Ok(ImportOrderRow { row, email, order })
 }
@@ -449,7 +459,8 @@ impl CustomerService for CustomerApi {
         let id = customer_id(&req.parent, "parent")?;
         let now = now_micros();
         let o = required(&req.order, "order")?;
-        let o = convert::order_from_proto(o, now, self.latest(now)).map_err(prefixed("order"))?;
+        let o =
+            convert::order_from_proto(o, now, self.order_rules(now)).map_err(prefixed("order"))?;
         let stored = self
             .store
             .record_order(id, o, now)
@@ -518,7 +529,7 @@ impl CustomerService for CustomerApi {
         let mut pending = Batch::default();
         let mut stream_error = None;
         let now = now_micros();
-        let latest = self.latest(now);
+        let rules = self.order_rules(now);
         // `Err` once the writer has stopped: then reading on would be for nothing.
         let mut writer_gone = false;
         loop {
@@ -546,7 +557,7 @@ impl CustomerService for CustomerApi {
                     Ok(r) => pending.customers.push(r),
                     Err(reason) => pending.reject(row, reason),
                 },
-                Some(Row::Order(o)) => match import_order_row(row, o, now, latest) {
+                Some(Row::Order(o)) => match import_order_row(row, o, now, rules) {
                     Ok(r) => pending.orders.push(r),
                     Err(reason) => pending.reject(row, reason),
                 },

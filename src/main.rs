@@ -141,6 +141,10 @@ enum Command {
         /// source system whose clock runs ahead.
         #[arg(long, env = "BAKKAL_FUTURE_TOLERANCE_SECS", default_value_t = 300)]
         future_tolerance_secs: u64,
+        /// The business's currency (ISO 4217, e.g. TRY): used for an order that names none.
+        /// Without it, an order must name its currency.
+        #[arg(long, env = "BAKKAL_DEFAULT_CURRENCY")]
+        default_currency: Option<String>,
     },
     /// API keys, written straight to the database (no server needed): the first admin key.
     Keys {
@@ -238,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
             handshake_timeout_secs,
             idle_timeout_secs,
             future_tolerance_secs,
+            default_currency,
         } => {
             use std::time::Duration;
             let config = Config {
@@ -266,6 +271,7 @@ async fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 future_tolerance: Duration::from_secs(future_tolerance_secs),
+                default_currency: default_currency.map(|c| c.trim().to_uppercase()),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -364,6 +370,7 @@ async fn main() -> anyhow::Result<()> {
                 auth: AuthConfig::default(),
                 connections: Default::default(),
                 future_tolerance: std::time::Duration::from_secs(300),
+                default_currency: None,
             };
             let store = server::open_store(&config).await?;
             store.close().await;

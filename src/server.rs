@@ -138,6 +138,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if let Some(c) = &config.default_currency {
+        if bakkal_domain::normalise::currency(c).is_err() {
+            anyhow::bail!("--default-currency {c} is not an ISO 4217 code like TRY or EUR");
+        }
+    }
     let store = open_store(&config).await?;
     let addr = listener.local_addr()?;
     let auth = Arc::new(Authenticator::new(
@@ -175,7 +180,8 @@ pub async fn run(
     let script_host = Arc::new(ScriptHost::default());
     let customers = with_codecs!(CustomerServiceServer::new(CustomerApi::new(
         store.clone(),
-        config.future_tolerance
+        config.future_tolerance,
+        config.default_currency.clone()
     )));
     let scripts = with_codecs!(ScriptServiceServer::new(ScriptApi::new(
         store.clone(),
