@@ -687,6 +687,19 @@ impl CampaignService for CampaignApi {
                 campaign.fields.trigger.kind()
             )));
         }
+        // an audience never refreshed has no members yet: say so instead of running empty
+        let audience = self
+            .store
+            .get_segment(campaign.fields.audience_segment_id)
+            .await
+            .map_err(from_store)?;
+        if audience.refresh_time.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "the audience {} was never refreshed, so it has no members yet: call \
+                 SegmentService.RefreshSegment on it, then launch again",
+                audience.name()
+            )));
+        }
         // compile now, so that a broken script is refused here rather than failing the run
         self.message_script(&campaign.fields.message_script).await?;
         // RUNNING: a run is in progress, here or on another server (the scheduler resumes the

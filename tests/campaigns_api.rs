@@ -313,7 +313,40 @@ async fn bad_input_is_rejected(server: &TestServer) {
     assert_eq!(violations(&err), vec!["parent".to_string()]);
 }
 
+/// An audience never refreshed has no members: the launch says so instead of running empty.
+async fn launching_with_a_never_refreshed_audience_is_refused(server: &TestServer) {
+    customers(server, 3).await;
+    let rule = create_script(server, proto::ScriptKind::Segment, "fn matches(c) { true }").await;
+    let seg = SegmentServiceClient::new(server.channel.clone())
+        .create_segment(proto::CreateSegmentRequest {
+            segment: Some(proto::Segment {
+                display_name: "never refreshed".into(),
+                script: rule,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create segment")
+        .into_inner();
+    let script = create_script(
+        server,
+        proto::ScriptKind::Message,
+        r#"fn message(c, event) { message("email", "Hi", "Hello") }"#,
+    )
+    .await;
+    let c = create(server, campaign(&seg.name, &script, 0)).await;
+    let err = campaigns(server)
+        .launch_campaign(proto::LaunchCampaignRequest {
+            name: c.name.clone(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&seg.name), "{}", err.message());
+}
+
 on_both_backends!(
     campaign_runs_queue_once_and_respect_holdout_consent_and_cap,
     bad_input_is_rejected,
+    launching_with_a_never_refreshed_audience_is_refused,
 );
