@@ -61,6 +61,21 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller of every call on a server running without authentication: all of admin's
+    /// permissions.
+    pub fn open() -> Caller {
+        Caller {
+            principal: Principal::open(),
+            grants: Arc::new(Grants {
+                permissions: BuiltIn::Admin
+                    .permissions()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+            }),
+        }
+    }
+
     pub fn reads_pii(&self) -> bool {
         self.grants.allows("customers.pii.read")
     }
@@ -69,9 +84,17 @@ impl Caller {
 /// Custom roles by name: their permissions.
 type RoleBook = HashMap<String, Vec<String>>;
 
+/// A key as authentication needs it: its record and secret hash, and the caller it speaks
+/// for (principal and permissions, worked out once per cache fill, not per call).
+#[derive(Clone)]
+struct ResolvedKey {
+    owner: KeyOwner,
+    caller: Caller,
+}
+
 struct CachedKey {
     at: Instant,
-    owner: Option<KeyOwner>,
+    resolved: Option<ResolvedKey>,
 }
 
 /// Resolves credentials to callers, with a short cache in front of the store.
@@ -85,23 +108,12 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(store: Store, enabled: bool) -> Authenticator {
-        let open = Principal::open();
-        let grants = Arc::new(Grants {
-            permissions: BuiltIn::Admin
-                .permissions()
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-        });
         Authenticator {
             store,
             enabled,
             keys: Mutex::new(HashMap::new()),
             custom_roles: Mutex::new(None),
-            open: Caller {
-                principal: open,
-                grants,
-            },
+            open: Caller::open(),
         }
     }
 
@@ -145,9 +157,9 @@ impl Authenticator {
             KeyError::Malformed => Status::unauthenticated(e.to_string()),
             KeyError::Checksum => Status::unauthenticated(e.to_string()),
         })?;
-        let owner = self.key_owner(&parsed.key_id).await?;
+        let resolved = self.resolve(&parsed.key_id).await?;
         let unknown = || Status::unauthenticated("unknown API key");
-        let Some(owner) = owner else {
+        let Some(ResolvedKey { owner, caller }) = resolved else {
             return Err(unknown());
         };
         if !access::hashes_equal(&owner.secret_hash, &parsed.secret_hash()) {
@@ -167,29 +179,15 @@ impl Authenticator {
                 owner.key.parent()
             )));
         }
-        let roles = if owner.key.roles.is_empty() {
-            owner.owner_roles.clone()
-        } else {
-            owner.key.roles.clone()
-        };
-        let grants = Arc::new(self.grants(&roles).await?);
-        Ok(Caller {
-            principal: Principal {
-                kind: owner.key.parent_kind,
-                id: owner.key.parent_id,
-                key_id: Some(owner.key.key_id.clone()),
-                roles,
-                teams: owner.teams.clone(),
-            },
-            grants,
-        })
+        Ok(caller)
     }
 
-    async fn key_owner(&self, key_id: &str) -> Result<Option<KeyOwner>, Status> {
+    /// Key `key_id` with the caller it speaks for, through the cache; `None`: no such key.
+    async fn resolve(&self, key_id: &str) -> Result<Option<ResolvedKey>, Status> {
         if let Ok(cache) = self.keys.lock() {
             if let Some(c) = cache.get(key_id) {
                 if c.at.elapsed() < KEY_CACHE_TTL {
-                    return Ok(c.owner.clone());
+                    return Ok(c.resolved.clone());
                 }
             }
         }
@@ -197,6 +195,28 @@ impl Authenticator {
             tracing::warn!(error = %e, "API key lookup failed");
             Status::unavailable("cannot check credentials now; retry")
         })?;
+        let resolved = match owner {
+            None => None,
+            Some(owner) => {
+                let roles = if owner.key.roles.is_empty() {
+                    owner.owner_roles.clone()
+                } else {
+                    owner.key.roles.clone()
+                };
+                let grants = Arc::new(self.grants(&roles).await?);
+                let caller = Caller {
+                    principal: Principal {
+                        kind: owner.key.parent_kind,
+                        id: owner.key.parent_id,
+                        key_id: Some(owner.key.key_id.clone()),
+                        roles,
+                        teams: owner.teams.clone(),
+                    },
+                    grants,
+                };
+                Some(ResolvedKey { owner, caller })
+            }
+        };
         if let Ok(mut cache) = self.keys.lock() {
             if cache.len() > 10_000 {
                 cache.retain(|_, c| c.at.elapsed() < KEY_CACHE_TTL);
@@ -205,11 +225,11 @@ impl Authenticator {
                 key_id.to_string(),
                 CachedKey {
                     at: Instant::now(),
-                    owner: owner.clone(),
+                    resolved: resolved.clone(),
                 },
             );
         }
-        Ok(owner)
+        Ok(resolved)
     }
 
     /// The union of the permissions of `roles`; unknown role names grant nothing.
@@ -260,16 +280,7 @@ pub fn caller_of<T>(req: &tonic::Request<T>) -> Caller {
     req.extensions()
         .get::<Caller>()
         .cloned()
-        .unwrap_or_else(|| Caller {
-            principal: Principal::open(),
-            grants: Arc::new(Grants {
-                permissions: BuiltIn::Admin
-                    .permissions()
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect(),
-            }),
-        })
+        .unwrap_or_else(Caller::open)
 }
 
 /// A principal's kind as the name prefix of its resource.

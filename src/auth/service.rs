@@ -564,12 +564,7 @@ impl AccessService for AccessApi {
 fn key_ref(name: &str) -> Result<String, Status> {
     name.trim()
         .strip_prefix("apiKeys/")
-        .filter(|id| {
-            id.len() == bakkal_domain::access::KEY_ID_LEN
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
+        .filter(|id| bakkal_domain::access::is_key_id(id))
         .map(str::to_string)
         .ok_or_else(|| invalid_field("name", "must be a name like apiKeys/{16-character key id}"))
 }

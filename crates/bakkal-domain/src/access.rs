@@ -89,6 +89,14 @@ pub fn new_key(random: &[u8], test: bool) -> (String, String) {
     (key_id, with_checksum(&body))
 }
 
+/// A key id's shape: 16 lowercase letters and digits.
+pub fn is_key_id(id: &str) -> bool {
+    id.len() == KEY_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
 /// Check a presented key's shape and checksum.
 pub fn parse_key(text: &str) -> Result<ParsedKey, KeyError> {
     let (test, rest) = if let Some(r) = text.strip_prefix(LIVE) {
@@ -106,11 +114,7 @@ pub fn parse_key(text: &str) -> Result<ParsedKey, KeyError> {
         return Err(KeyError::Malformed);
     };
     let (secret, sum) = tail.split_at(SECRET_LEN);
-    if !key_id
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        || !secret.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
+    if !is_key_id(key_id) || !secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(KeyError::Malformed);
     }
     let body = &text[..text.len() - CHECKSUM_LEN];
