@@ -6,9 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::{self, import_customers_request::Row};
-use common::{create_script, TestServer};
+use common::{create_segment, refresh_segment, TestServer};
 use tonic::Code;
 
 async fn customers(server: &TestServer, n: usize) {
@@ -28,40 +27,13 @@ async fn customers(server: &TestServer, n: usize) {
         .expect("import");
 }
 
-async fn segment(server: &TestServer, source: &str) -> String {
-    let rule = create_script(server, proto::ScriptKind::Segment, source).await;
-    SegmentServiceClient::new(server.channel.clone())
-        .create_segment(proto::CreateSegmentRequest {
-            segment: Some(proto::Segment {
-                display_name: "rule".into(),
-                script: rule,
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create segment")
-        .into_inner()
-        .name
-}
-
-async fn refresh(
-    server: &TestServer,
-    name: &str,
-) -> Result<proto::RefreshSegmentResponse, tonic::Status> {
-    SegmentServiceClient::new(server.channel.clone())
-        .refresh_segment(proto::RefreshSegmentRequest {
-            name: name.into(),
-            interpreter_only: true,
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
 async fn an_endless_rule_gives_up_early_with_examples(server: &TestServer) {
     customers(server, 3000).await;
-    let endless = segment(server, "fn matches(c) { let n = 0; loop { n += 1; } }").await;
+    let endless = create_segment(server, "fn matches(c) { let n = 0; loop { n += 1; } }").await;
     let started = Instant::now();
-    let err = refresh(server, &endless).await.expect_err("gives up");
+    let err = refresh_segment(server, &endless)
+        .await
+        .expect_err("gives up");
     let took = started.elapsed();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("in a row"), "{}", err.message());
@@ -75,12 +47,14 @@ async fn an_endless_rule_gives_up_early_with_examples(server: &TestServer) {
         "took {took:?}: it ground through every customer"
     );
     // the one-at-a-time refresh slot is free again
-    let good = segment(
+    let good = create_segment(
         server,
         "fn matches(c) { c.email.ends_with(\"@example.com\") }",
     )
     .await;
-    let done = refresh(server, &good).await.expect("a good rule refreshes");
+    let done = refresh_segment(server, &good)
+        .await
+        .expect("a good rule refreshes");
     assert_eq!(done.member_count, 3000);
 }
 

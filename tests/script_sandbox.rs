@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bakkal::proto::script_service_client::ScriptServiceClient;
 use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::{self, import_customers_request::Row, test_script_request::Subject};
-use common::{campaigns, create_script, Backend, TestServer};
+use common::{campaigns, create_script, create_segment, refresh_segment, Backend, TestServer};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -51,36 +51,6 @@ async fn import(server: &TestServer, n: usize) {
     assert_eq!(res.rejected, 0, "{:?}", res.rejected_rows);
 }
 
-/// A segment of the SEGMENT script `source` (run by the interpreter).
-async fn segment(server: &TestServer, source: &str) -> String {
-    let rule = create_script(server, proto::ScriptKind::Segment, source).await;
-    segments(server)
-        .create_segment(proto::CreateSegmentRequest {
-            segment: Some(proto::Segment {
-                display_name: "rule".into(),
-                script: rule,
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create segment")
-        .into_inner()
-        .name
-}
-
-async fn refresh(
-    server: &TestServer,
-    name: &str,
-) -> Result<proto::RefreshSegmentResponse, tonic::Status> {
-    segments(server)
-        .refresh_segment(proto::RefreshSegmentRequest {
-            name: name.into(),
-            interpreter_only: true,
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
 fn inline(kind: proto::ScriptKind, source: &str) -> proto::TestScriptRequest {
     proto::TestScriptRequest {
         kind: kind as i32,
@@ -94,12 +64,14 @@ fn inline(kind: proto::ScriptKind, source: &str) -> proto::TestScriptRequest {
 /// interpreter are errors with an example, in every slice of every batch.
 async fn a_panic_in_a_script_is_an_error_of_that_customer(server: &TestServer) {
     import(server, 300).await;
-    let name = segment(
+    let name = create_segment(
         server,
         "fn matches(c) { if c.id % 7 == 3 { panic_for_tests(`customer ${c.id}`) } true }",
     )
     .await;
-    let out = refresh(server, &name).await.expect("refresh answers");
+    let out = refresh_segment(server, &name)
+        .await
+        .expect("refresh answers");
     let panicking = (1..=300).filter(|id| id % 7 == 3).count() as i64;
     assert_eq!(out.evaluated_count, 300);
     assert_eq!(out.error_count, panicking, "{out:?}");
@@ -111,8 +83,10 @@ async fn a_panic_in_a_script_is_an_error_of_that_customer(server: &TestServer) {
     );
 
     // The same in a campaign run: every member messaged or counted as a script error.
-    let everyone = segment(server, "fn matches(c) { true }").await;
-    refresh(server, &everyone).await.expect("refresh everyone");
+    let everyone = create_segment(server, "fn matches(c) { true }").await;
+    refresh_segment(server, &everyone)
+        .await
+        .expect("refresh everyone");
     let script = create_script(
         server,
         proto::ScriptKind::Message,
@@ -238,8 +212,8 @@ async fn a_limit_hit_in_a_callback_fails_the_call(server: &TestServer) {
 /// within a second, not at the end of the batch.
 async fn a_pause_stops_a_run_with_slow_scripts_within_a_second(server: &TestServer) {
     import(server, 200).await;
-    let everyone = segment(server, "fn matches(c) { true }").await;
-    refresh(server, &everyone).await.expect("refresh");
+    let everyone = create_segment(server, "fn matches(c) { true }").await;
+    refresh_segment(server, &everyone).await.expect("refresh");
     let script = create_script(
         server,
         proto::ScriptKind::Message,
@@ -288,7 +262,7 @@ async fn shutdown_is_bounded_while_scripts_run(backend: Backend) {
         return;
     };
     import(&server, 200).await;
-    let name = segment(&server, &format!("fn matches(c) {{ {SLOW}; true }}")).await;
+    let name = create_segment(&server, &format!("fn matches(c) {{ {SLOW}; true }}")).await;
     let mut client = segments(&server);
     let refresh = tokio::spawn(async move {
         client

@@ -10,6 +10,7 @@ use bakkal::proto;
 use bakkal::proto::campaign_service_client::CampaignServiceClient;
 use bakkal::proto::customer_service_client::CustomerServiceClient;
 use bakkal::proto::script_service_client::ScriptServiceClient;
+use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::service_desk_service_client::ServiceDeskServiceClient;
 use sqlx::{Connection, Executor, PgConnection};
 use tokio::net::TcpListener;
@@ -271,6 +272,37 @@ macro_rules! on_both_backends {
 /// A CampaignService client on the test server.
 pub fn campaigns(server: &TestServer) -> CampaignServiceClient<Channel> {
     CampaignServiceClient::new(server.channel.clone())
+}
+
+/// A segment of a SEGMENT script with `source`, through the API; its name.
+pub async fn create_segment(server: &TestServer, source: &str) -> String {
+    let rule = create_script(server, proto::ScriptKind::Segment, source).await;
+    SegmentServiceClient::new(server.channel.clone())
+        .create_segment(proto::CreateSegmentRequest {
+            segment: Some(proto::Segment {
+                display_name: "rule".into(),
+                script: rule,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create segment")
+        .into_inner()
+        .name
+}
+
+/// RefreshSegment on the interpreter path.
+pub async fn refresh_segment(
+    server: &TestServer,
+    name: &str,
+) -> Result<proto::RefreshSegmentResponse, tonic::Status> {
+    SegmentServiceClient::new(server.channel.clone())
+        .refresh_segment(proto::RefreshSegmentRequest {
+            name: name.into(),
+            interpreter_only: true,
+        })
+        .await
+        .map(|r| r.into_inner())
 }
 
 /// Create a script of `kind` through the API; its name.
