@@ -193,7 +193,7 @@ impl Sla {
         self.next_check = pending
             .iter()
             .filter(|(_, bit)| self.flags & bit == 0)
-            .filter_map(|(t, _)| *t)
+            .filter_map(|(t, bit)| t.map(|t| fires_at(t, *bit)))
             .min();
         let breached = self.flags & (FR_BREACHED | RES_BREACHED) != 0;
         let at_risk = (self.flags & FR_AT_RISK != 0 && self.first_response_running())
@@ -297,7 +297,7 @@ impl Sla {
         ];
         let mut out = Vec::new();
         for (t, bit, kind, clock) in checks {
-            if let Some(t) = t {
+            if let Some(t) = t.map(|t| fires_at(t, bit)) {
                 if t <= now && self.flags & bit == 0 {
                     self.flags |= bit;
                     out.push(SlaEvent { kind, clock });
@@ -305,6 +305,17 @@ impl Sla {
             }
         }
         out
+    }
+}
+
+/// When the event of a mark fires: at-risk at the mark; breached just after the due instant,
+/// since an answer at exactly the due time is on time (so a watcher that looks at that very
+/// instant cannot race the answer).
+fn fires_at(mark: Micros, bit: i64) -> Micros {
+    if bit & (FR_BREACHED | RES_BREACHED) != 0 {
+        mark.saturating_add(1)
+    } else {
+        mark
     }
 }
 
@@ -344,6 +355,26 @@ mod tests {
         let ev = s.due_events(&hours, 20 * H);
         assert_eq!(ev.len(), 2);
         assert!(s.due_events(&hours, 21 * H).is_empty());
+    }
+
+    #[test]
+    fn an_answer_at_the_due_instant_is_on_time() {
+        let hours = BusinessHours::always();
+        let mut s = Sla::start(Some(H), None, 0.5, 0);
+        s.refresh(&hours, "QUESTION", "NEW");
+        assert_eq!(s.first_response_due, Some(H));
+        let at_risk = s.due_events(&hours, H);
+        assert_eq!(
+            at_risk.len(),
+            1,
+            "at risk by the due instant, not yet breached"
+        );
+        s.refresh(&hours, "QUESTION", "NEW");
+        assert_eq!(s.next_check, Some(H + 1));
+        assert!(s.due_events(&hours, H).is_empty());
+        let breached = s.due_events(&hours, H + 1);
+        assert_eq!(breached.len(), 1);
+        assert_eq!(breached[0].kind, "sla_breached");
     }
 
     #[test]
