@@ -13,35 +13,82 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::process::{free_port, sibling, Server};
 
-pub async fn run(
-    seconds: u64,
-    connections: usize,
-    streams: usize,
+/// A client that sends `token` (when there is one) as a bearer credential on every call.
+type Client = CustomerServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+fn client(ch: tonic::transport::Channel, bearer: &Bearer) -> Client {
+    CustomerServiceClient::with_interceptor(ch, bearer.clone())
+}
+
+/// A bakkal server on a fresh SQLite file, seeded with `customers` generated customers. With
+/// `auth`, an admin key is made first (`bakkal keys create`, straight into the database) and
+/// the server requires it on every call.
+struct Bakkal {
+    server: Server,
+    bearer: Bearer,
+    first_id: u64,
+    sample: proto::Customer,
+}
+
+async fn start_bakkal(
+    dir: &std::path::Path,
     customers: usize,
     cache: usize,
-) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    auth: bool,
+) -> anyhow::Result<Bakkal> {
     let port = free_port()?;
+    let url = format!(
+        "sqlite://{}",
+        dir.join(if auth { "bench-auth.db" } else { "bench.db" })
+            .display()
+    );
+    let mut bearer = Bearer(None);
     let mut cmd = Command::new(sibling("bakkal")?);
     cmd.args([
         "serve",
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--database-url",
-        &format!("sqlite://{}", dir.path().join("bench.db").display()),
+        &url,
         "--customer-cache",
         &cache.to_string(),
     ]);
-    let bakkal = Server::start(cmd, port)?;
-    let ch = bakkal.channel().await?;
-    let mut client = CustomerServiceClient::new(ch.clone());
-    wait_until_serving(&mut client).await;
-
-    eprintln!("seeding {customers} customers ...");
+    if auth {
+        let out = Command::new(sibling("bakkal")?)
+            .args(["keys", "create", "--role", "admin", "--name", "bench"])
+            .args(["--database-url", &url])
+            .stderr(std::process::Stdio::null())
+            .output()?;
+        anyhow::ensure!(out.status.success(), "bakkal keys create failed");
+        let key = String::from_utf8(out.stdout)?.trim().to_string();
+        bearer = Bearer(Some(format!("Bearer {key}").parse()?));
+        cmd.arg("--require-auth");
+    }
+    let server = Server::start(cmd, port)?;
+    let mut c = client(server.channel().await?, &bearer);
+    wait_until_serving(&mut c).await;
+    eprintln!(
+        "seeding {customers} customers (auth {}) ...",
+        if auth { "on" } else { "off" }
+    );
     let rows = (0..customers).map(|i| proto::ImportCustomersRequest {
         row: Some(Row::Customer(crate::import::generated_customer(i))),
     });
-    let out = client
+    let out = c
         .import_customers(tokio_stream::iter(rows.collect::<Vec<_>>()))
         .await?
         .into_inner();
@@ -50,22 +97,49 @@ pub async fn run(
         "seeding created {}",
         out.created
     );
-    let first = client
+    let first = c
         .list_customers(proto::ListCustomersRequest {
             page_size: 1,
             ..Default::default()
         })
         .await?
         .into_inner();
-    let sample = first.customers.into_iter().next().expect("a customer");
+    let sample = first
+        .customers
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no customer after seeding"))?;
     let first_id: u64 = sample.name.trim_start_matches("customers/").parse()?;
-    let sample = client
+    let sample = c
         .get_customer(proto::GetCustomerRequest {
             name: sample.name.clone(),
         })
         .await?
         .into_inner();
-    let hex: String = sample
+    Ok(Bakkal {
+        server,
+        bearer,
+        first_id,
+        sample,
+    })
+}
+
+pub async fn run(
+    seconds: u64,
+    connections: usize,
+    streams: usize,
+    customers: usize,
+    cache: usize,
+    auth: bool,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let open = start_bakkal(dir.path(), customers, cache, false).await?;
+    let keyed = match auth {
+        true => Some(start_bakkal(dir.path(), customers, cache, true).await?),
+        false => None,
+    };
+    let hex: String = open
+        .sample
         .encode_to_vec()
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -82,64 +156,70 @@ pub async fn run(
     ]);
     let bare = Server::start(cmd, bare_port)?;
     bare.channel().await?;
+    let bare = Bakkal {
+        server: bare,
+        bearer: Bearer(None),
+        first_id: open.first_id,
+        sample: open.sample.clone(),
+    };
 
     println!(
         "GetCustomer, {connections} connections x {streams} streams, {seconds} s a round, \
          response {} bytes, {customers} customers in SQLite, customer cache {cache}",
-        sample.encoded_len()
+        open.sample.encoded_len()
     );
     println!(
-        "{:<28} {:>10} {:>9} {:>9}",
+        "{:<36} {:>10} {:>9} {:>9}",
         "server", "req/s", "p50 ms", "p99 ms"
     );
-    let mut bare_rps = Vec::new();
-    let mut bakkal_rps = Vec::new();
-    let mut bakkal_p99 = Vec::new();
+    let mut servers = vec![
+        ("bare tonic (baseline)", &bare),
+        ("bakkal GetCustomer", &open),
+    ];
+    if let Some(k) = &keyed {
+        servers.push(("bakkal GetCustomer, API key auth", k));
+    }
+    let mut rps = vec![Vec::new(); servers.len()];
+    let mut p99 = vec![Vec::new(); servers.len()];
     for round in 1..=2 {
-        for (label, server) in [
-            ("bare tonic (baseline)", &bare),
-            ("bakkal GetCustomer", &bakkal),
-        ] {
-            let r = load(
-                server,
-                connections,
-                streams,
-                seconds,
-                first_id,
-                customers as u64,
-            )
-            .await?;
+        for (i, (label, server)) in servers.iter().enumerate() {
+            let r = load(server, connections, streams, seconds, customers as u64).await?;
             println!(
-                "{:<28} {:>10.0} {:>9.2} {:>9.2}",
+                "{:<36} {:>10.0} {:>9.2} {:>9.2}",
                 format!("{label} #{round}"),
                 r.rps,
                 r.p50_ms,
                 r.p99_ms
             );
-            if label.starts_with("bare") {
-                bare_rps.push(r.rps);
-            } else {
-                bakkal_rps.push(r.rps);
-                bakkal_p99.push(r.p99_ms);
-            }
+            rps[i].push(r.rps);
+            p99[i].push(r.p99_ms);
         }
     }
     let best = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max);
-    let worst = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max);
     println!(
         "ratio bakkal/bare req/s: {:.2} (best round each; target >= 0.5)   bakkal p99: {:.2} ms (worst round; target <= 5)",
-        best(&bakkal_rps) / best(&bare_rps),
-        worst(&bakkal_p99)
+        best(&rps[1]) / best(&rps[0]),
+        best(&p99[1])
     );
-    println!(
+    if keyed.is_some() {
+        println!(
+            "ratio auth on/auth off req/s: {:.2} (best round each; target >= 0.9)",
+            best(&rps[2]) / best(&rps[1])
+        );
+    }
+    let mut mem = format!(
         "peak memory: bakkal {:.0} MiB, bare {:.0} MiB",
-        bakkal.peak_rss_mib(),
-        bare.peak_rss_mib()
+        open.server.peak_rss_mib(),
+        bare.server.peak_rss_mib()
     );
+    if let Some(k) = &keyed {
+        mem += &format!(", bakkal with auth {:.0} MiB", k.server.peak_rss_mib());
+    }
+    println!("{mem}");
     Ok(())
 }
 
-async fn wait_until_serving(client: &mut CustomerServiceClient<tonic::transport::Channel>) {
+async fn wait_until_serving(client: &mut Client) {
     for _ in 0..300 {
         if client
             .list_customers(proto::ListCustomersRequest {
@@ -162,22 +242,22 @@ struct LoadResult {
 }
 
 async fn load(
-    server: &Server,
+    target: &Bakkal,
     connections: usize,
     streams: usize,
     seconds: u64,
-    first_id: u64,
     customers: u64,
 ) -> anyhow::Result<LoadResult> {
+    let first_id = target.first_id;
     let warmup = Duration::from_secs(1);
     let start = Instant::now() + warmup;
     let end = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for c in 0..connections {
         // one HTTP/2 connection each
-        let ch = server.channel().await?;
+        let ch = target.server.channel().await?;
         for s in 0..streams {
-            let mut client = CustomerServiceClient::new(ch.clone());
+            let mut client = client(ch.clone(), &target.bearer);
             let mut seed = (c * streams + s) as u64 * 0x9E37_79B9_7F4A_7C15 + 1;
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(1 << 16);

@@ -52,6 +52,10 @@ enum Command {
         /// The server's --customer-cache (0: every GetCustomer reads SQLite).
         #[arg(long, default_value_t = 100_000)]
         cache: usize,
+        /// Also run a third server that requires an API key on every call (issue 12: auth on
+        /// against auth off, same run).
+        #[arg(long)]
+        auth: bool,
     },
     /// ImportCustomers of N generated customers into SQLite, against sqlite3's .import of the
     /// same rows.
@@ -132,12 +136,14 @@ fn main() -> anyhow::Result<()> {
             streams,
             customers,
             cache,
+            auth,
         } => rt.block_on(get_customer::run(
             seconds,
             connections,
             streams,
             customers,
             cache,
+            auth,
         )),
         Command::Import { rows } => rt.block_on(import::run(rows)),
         Command::GetOffers {
