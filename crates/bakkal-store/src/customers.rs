@@ -549,7 +549,7 @@ impl Store {
                  WHERE email IS NOT NULL AND email_key IS NULL AND id > $1 ORDER BY id LIMIT 500",
             )
             .bind(after)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
             let Some(&(last, _)) = rows.last() else {
                 return Ok(());
@@ -595,7 +595,7 @@ impl Store {
         match result {
             // Lost a race for a unique key: report who holds it, or the replayed result.
             Err(e) if e.is_unique_violation() => {
-                let mut conn = self.pool.acquire().await?;
+                let mut conn = self.acquire().await?;
                 if let Some(id) = self.replayed(&mut conn, key.as_deref()).await? {
                     return load_live(&mut conn, id).await;
                 }
@@ -703,7 +703,7 @@ impl Store {
         b.push(&format!(" ORDER BY {expr} {dir}, id {dir} LIMIT "))
             .arg(Arg::Int(q.page_size as i64 + 1));
         let rows = bind(sqlx::query(&b.sql), &b.args)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let customers = rows
             .iter()
@@ -713,7 +713,7 @@ impl Store {
             crate::page::split_page(customers, q.page_size, |c| sort_key(&q.order_by.field, c));
         let total = if with_total {
             bind_as(sqlx::query_as::<_, (i64,)>(&total_sql), &total_args)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.acquire().await?)
                 .await?
                 .0
         } else {
@@ -818,7 +818,7 @@ impl Store {
 
     /// Live customers that look like the same person as `id`.
     pub async fn find_duplicates(&self, id: i64) -> Result<Vec<DuplicateCandidate>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let me = load_live(&mut conn, id).await?;
         let f = &me.fields;
         let name_key = f.name_key();

@@ -747,7 +747,7 @@ impl Store {
     }
 
     pub async fn get_team(&self, id: i64) -> Result<Team> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load_team(&mut conn, id).await
     }
 
@@ -757,7 +757,7 @@ impl Store {
         after: Option<&Cursor>,
     ) -> Result<(Vec<Team>, Option<Cursor>)> {
         crate::page::page_by_id(
-            &self.pool,
+            &mut *self.acquire().await?,
             "teams",
             TEAM_COLUMNS,
             page_size,
@@ -840,7 +840,7 @@ impl Store {
     }
 
     pub async fn get_agent(&self, id: i64) -> Result<Agent> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load_agent(&mut conn, id).await
     }
 
@@ -849,7 +849,7 @@ impl Store {
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<Agent>, Option<Cursor>)> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let ids: Vec<(i64,)> =
             sqlx::query_as("SELECT id FROM agents WHERE id > $1 ORDER BY id LIMIT $2")
                 .bind(crate::page::after_id(after)?)
@@ -928,7 +928,7 @@ impl Store {
     }
 
     pub async fn get_sla_policy(&self, id: i64) -> Result<SlaPolicy> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load_policy(&mut conn, id).await
     }
 
@@ -938,7 +938,7 @@ impl Store {
         after: Option<&Cursor>,
     ) -> Result<(Vec<SlaPolicy>, Option<Cursor>)> {
         crate::page::page_by_id(
-            &self.pool,
+            &mut *self.acquire().await?,
             "sla_policies",
             POLICY_COLUMNS,
             page_size,
@@ -1000,7 +1000,7 @@ impl Store {
         let id: Option<i64> =
             sqlx::query_scalar("SELECT id FROM scripts WHERE kind = $1 ORDER BY id DESC LIMIT 1")
                 .bind(kind.to_string())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.acquire().await?)
                 .await?;
         Ok(id)
     }
@@ -1010,7 +1010,7 @@ impl Store {
         let tier: Option<String> =
             sqlx::query_scalar("SELECT tier FROM customer_scores WHERE customer_id = $1")
                 .bind(customer_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.acquire().await?)
                 .await?;
         Ok(tier)
     }
@@ -1021,7 +1021,7 @@ impl Store {
         email: Option<&str>,
         phone: Option<&str>,
     ) -> Result<Option<Customer>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         match find_contact(&mut conn, email, phone).await? {
             Some(id) => Ok(Some(load_live(&mut conn, id).await?)),
             None => Ok(None),
@@ -1176,7 +1176,7 @@ impl Store {
     }
 
     pub async fn get_ticket(&self, id: i64) -> Result<Ticket> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load_ticket(&mut conn, id, "").await
     }
 
@@ -1260,7 +1260,7 @@ impl Store {
             .push(" LIMIT ")
             .arg(Arg::Int(page_size as i64 + 1));
         let rows = bind(sqlx::query(&b.sql), &b.args)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let out = rows
             .iter()
@@ -1423,7 +1423,7 @@ impl Store {
             .bind(ticket_id)
             .bind(crate::page::after_id(after)?)
             .bind(page_size as i64 + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let out = rows
             .iter()
@@ -1551,7 +1551,7 @@ impl Store {
             .bind(k)
             .bind(id)
             .bind(page_size as i64 + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let out = rows
             .iter()
@@ -1569,7 +1569,7 @@ impl Store {
         let due: Option<i64> =
             sqlx::query_scalar("SELECT id FROM tickets WHERE next_sla_check_time <= $1 LIMIT 1")
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.acquire().await?)
                 .await?;
         Ok(due.is_some())
     }
