@@ -306,7 +306,7 @@ pub async fn run(
         let serving = tokio::spawn(crate::metrics::http::serve(listener, scraper));
         let upkeep = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(crate::metrics::http::FIGURES_TTL).await;
+                tokio::time::sleep(crate::metrics::UPKEEP_EVERY).await;
                 m.upkeep();
             }
         });

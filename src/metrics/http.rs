@@ -1,6 +1,7 @@
 //! The metrics endpoint: HTTP/1.1 on its own address, `GET /metrics` in the Prometheus text
-//! format (version 0.0.4). At most [`MAX_CONNECTIONS`] scrapers at once, each with a header
-//! timeout, so the port cannot tie up the server.
+//! format (version 0.0.4). At most [`MAX_CONNECTIONS`] scrapers at once, one request a
+//! connection and each connection closed after [`CONNECTION_LIFE`], so the port cannot tie up
+//! the server.
 //!
 //! Each scrape reads the pool's state (no I/O) and the work queued in the database (outbox by
 //! status and its lag, runs in progress, the SLA watcher's lag). Those come from a few
@@ -27,11 +28,13 @@ use super::{names, Metrics};
 use crate::config::Clock;
 
 /// How long the database figures of one scrape serve the next ones.
-pub const FIGURES_TTL: Duration = Duration::from_secs(5);
+const FIGURES_TTL: Duration = Duration::from_secs(5);
 /// A figures query slower than this is given up (the last figures stay).
 const FIGURES_TIMEOUT: Duration = Duration::from_secs(2);
 /// Scrapers connected at once; more wait in the backlog.
-pub const MAX_CONNECTIONS: usize = 16;
+const MAX_CONNECTIONS: usize = 16;
+/// The longest a scraper's connection stays open.
+const CONNECTION_LIFE: Duration = Duration::from_secs(30);
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -115,9 +118,6 @@ impl Scraper {
             m.gauge(names::OUTBOX_MESSAGES, &[("status", status)])
                 .set(n as f64);
         }
-        let waited = |since: Option<Micros>, now: Micros| {
-            since.map_or(0.0, |t| (now - t).max(0) as f64 / 1e6)
-        };
         let lag = waited(f.oldest_queued, now).max(waited(f.earliest_retry, now));
         m.gauge(names::OUTBOX_LAG, &[]).set(lag);
         m.gauge(names::RUNS_RUNNING, &[]).set(f.runs_running as f64);
@@ -170,15 +170,36 @@ pub async fn serve(listener: TcpListener, scraper: Arc<Scraper>) {
                 let scraper = scraper.clone();
                 async move { Ok::<_, Infallible>(scraper.respond(&req).await) }
             });
+            // one scrape a connection, and no connection holds its place longer than
+            // CONNECTION_LIFE, silent or slow
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            // a connection kept open and silent past the header timeout is closed by hyper
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "metrics: connection ended");
+            match tokio::time::timeout(CONNECTION_LIFE, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics: connection failed"),
+                Err(_) => tracing::debug!("metrics: connection closed after its time"),
             }
             drop(permit);
         });
+    }
+}
+
+/// Seconds from `since` to `now`; 0 for nothing waiting or a time still to come.
+fn waited(since: Option<Micros>, now: Micros) -> f64 {
+    since.map_or(0.0, |t| (now - t).max(0) as f64 / 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::waited;
+
+    #[test]
+    fn lag_is_the_time_past_the_mark() {
+        assert_eq!(waited(None, 10_000_000), 0.0);
+        assert_eq!(waited(Some(12_000_000), 10_000_000), 0.0);
+        assert_eq!(waited(Some(8_500_000), 10_000_000), 1.5);
     }
 }

@@ -240,3 +240,35 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_are_labels() {
+        assert_eq!(
+            method_label("/bakkal.v1.CustomerService/CreateCustomer"),
+            "bakkal.v1.CustomerService/CreateCustomer"
+        );
+        assert_eq!(
+            method_label("/grpc.health.v1.Health/Check"),
+            "grpc.health.v1.Health/Check"
+        );
+        for made_up in [
+            "/bakkal.v1.CustomerService/Nope",
+            "/x",
+            "",
+            "/grpc.health.v1.Health/",
+        ] {
+            assert_eq!(method_label(made_up), "unknown");
+        }
+    }
+
+    #[test]
+    fn codes_are_named_as_the_specification_does() {
+        assert_eq!(code_label(Code::Ok), "OK");
+        assert_eq!(code_label(Code::from_i32(5)), "NOT_FOUND");
+        assert_eq!(code_label(Code::Unauthenticated), "UNAUTHENTICATED");
+    }
+}

@@ -60,6 +60,9 @@ const WAIT_BUCKETS: [f64; 14] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// How often recorded histogram samples are folded into their buckets between scrapes.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 const META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 /// Every metric: name, type, unit and help. Each is described before the first scrape, so
