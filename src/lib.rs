@@ -13,6 +13,7 @@ mod customer_service;
 mod dispatcher;
 mod loyalty_service;
 mod loyalty_sweeper;
+pub mod metrics;
 mod offer_service;
 mod page_token;
 pub mod scheduler;

@@ -145,6 +145,10 @@ enum Command {
         /// Without it, an order must name its currency.
         #[arg(long, env = "BAKKAL_DEFAULT_CURRENCY")]
         default_currency: Option<String>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (unauthenticated: bind a private or
+        /// loopback address). Off when not given.
+        #[arg(long, env = "BAKKAL_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// API keys, written straight to the database (no server needed): the first admin key.
     Keys {
@@ -243,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
             idle_timeout_secs,
             future_tolerance_secs,
             default_currency,
+            metrics_listen,
         } => {
             use std::time::Duration;
             let config = Config {
@@ -272,6 +277,10 @@ async fn main() -> anyhow::Result<()> {
                 },
                 future_tolerance: Duration::from_secs(future_tolerance_secs),
                 default_currency: default_currency.map(|c| c.trim().to_uppercase()),
+                metrics: bakkal::metrics::MetricsConfig {
+                    listen: metrics_listen,
+                    ..Default::default()
+                },
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -371,6 +380,7 @@ async fn main() -> anyhow::Result<()> {
                 connections: Default::default(),
                 future_tolerance: std::time::Duration::from_secs(300),
                 default_currency: None,
+                metrics: Default::default(),
             };
             let store = server::open_store(&config).await?;
             store.close().await;

@@ -23,6 +23,9 @@ use crate::campaign_service::CampaignApi;
 use crate::config::Config;
 use crate::customer_service::CustomerApi;
 use crate::loyalty_service::LoyaltyApi;
+use crate::metrics::http::Scraper;
+use crate::metrics::layer::MetricsLayer;
+use crate::metrics::{Metrics, ScriptHooks};
 use crate::offer_service::OfferApi;
 use crate::proto;
 use crate::proto::access_service_server::AccessServiceServer;
@@ -40,9 +43,18 @@ use crate::tracing_layer;
 
 /// Connect to the database and apply pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    open_observed_store(config, None).await
+}
+
+/// [`open_store`], telling `observer` of the store's waits.
+async fn open_observed_store(
+    config: &Config,
+    observer: Option<Arc<dyn bakkal_store::StoreObserver>>,
+) -> anyhow::Result<Store> {
     let mut opts = StoreOptions::new(config.database_url.clone());
     opts.max_connections = config.max_connections;
     opts.cache_capacity = config.customer_cache;
+    opts.observer = observer;
     let store = Store::connect(&opts)
         .await
         .with_context(|| format!("cannot open the database {}", redact(&config.database_url)))?;
@@ -143,7 +155,23 @@ pub async fn run(
             anyhow::bail!("--default-currency {c} is not an ISO 4217 code like TRY or EUR");
         }
     }
-    let store = open_store(&config).await?;
+    // The metrics listener first, so a taken port fails the start before any work.
+    let metrics = match config.metrics.listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {at}"))?;
+            let bound = listener.local_addr()?;
+            config.metrics.bound.set(bound);
+            Some((Metrics::new()?, listener, bound))
+        }
+        None => None,
+    };
+    let store_hooks = metrics.as_ref().map(|(m, _, _)| {
+        let sqlite = config.database_url.starts_with("sqlite:");
+        crate::metrics::StoreHooks::new(m, sqlite) as Arc<dyn bakkal_store::StoreObserver>
+    });
+    let store = open_observed_store(&config, store_hooks).await?;
     let addr = listener.local_addr()?;
     let auth = Arc::new(Authenticator::new(
         store.clone(),
@@ -177,7 +205,10 @@ pub async fn run(
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
     // One script host (engine and compiled-script cache) for the whole server.
-    let script_host = Arc::new(ScriptHost::default());
+    let script_host = Arc::new(match &metrics {
+        Some((m, _, _)) => ScriptHost::default().with_observer(ScriptHooks::new(m)),
+        None => ScriptHost::default(),
+    });
     let customers = with_codecs!(CustomerServiceServer::new(CustomerApi::new(
         store.clone(),
         config.future_tolerance,
@@ -217,6 +248,12 @@ pub async fn run(
         .layer(tracing_layer::set_request_id())
         .layer(tracing_layer::trace_layer())
         .layer(tracing_layer::propagate_request_id())
+        // counts what the caller gets: outside the decode map and authentication
+        .option_layer(
+            metrics
+                .as_ref()
+                .map(|(m, _, _)| MetricsLayer::new(m.clone())),
+        )
         .layer(tracing_layer::decode_errors())
         // who is calling and may they: before any body is decoded
         .layer(AuthLayer::new(auth));
@@ -254,6 +291,27 @@ pub async fn run(
         config.loyalty_sweep,
         stop_rx,
     ));
+
+    // The metrics endpoint, serving until the server has stopped; and its upkeep.
+    let metrics_tasks = metrics.map(|(m, listener, bound)| {
+        if !bound.ip().is_loopback() {
+            tracing::warn!(
+                addr = %bound,
+                "the metrics endpoint is unauthenticated: it holds no personal data, but bind \
+                 it to a private address (README: metrics)"
+            );
+        }
+        tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+        let scraper = Scraper::new(m.clone(), store.clone(), config.desk.clock.clone());
+        let serving = tokio::spawn(crate::metrics::http::serve(listener, scraper));
+        let upkeep = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(crate::metrics::UPKEEP_EVERY).await;
+                m.upkeep();
+            }
+        });
+        (serving, upkeep)
+    });
 
     let shutdown = async move {
         shutdown.await;
@@ -296,6 +354,10 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();
+    if let Some((serving, upkeep)) = metrics_tasks {
+        serving.abort();
+        upkeep.abort();
+    }
     let _ = stop_dispatch.send(true);
     let _ = dispatcher.await;
     let _ = sla_watcher.await;

@@ -99,6 +99,8 @@ pub struct TestServer {
     pub db_url: String,
     /// The file the outbox dispatcher appends delivered messages to.
     pub outbox_file: std::path::PathBuf,
+    /// Where the metrics endpoint listens, when the configuration asked for one.
+    pub metrics_addr: Option<SocketAddr>,
     _outbox_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -150,6 +152,7 @@ impl TestServer {
         };
         let mut config = config;
         tweak(&mut config);
+        let metrics_bound = config.metrics.bound.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(bakkal::server::run(config, listener, async {
             let _ = rx.await;
@@ -158,6 +161,8 @@ impl TestServer {
         TestServer {
             addr,
             channel,
+            // bound before the server answers health
+            metrics_addr: metrics_bound.get(),
             db_url: url.to_string(),
             outbox_file: outbox_dir.path().join("outbox.jsonl"),
             _outbox_dir: outbox_dir,

@@ -13,6 +13,7 @@ use rhai::{CallFnOptions, Dynamic, Engine, Position, Scope, AST};
 
 use crate::cancel::Cancel;
 use crate::error::{Diagnostic, ErrorCategory, ScriptError, Stop};
+use crate::observe::{Failure, Limit, ScriptObserver};
 use crate::ticket::{Route, ScriptTicket};
 use crate::types::{Catalog, Event, Message, Offer, ScriptCustomer};
 use crate::validate::KnownFunctions;
@@ -307,6 +308,8 @@ pub struct ScriptHost {
     stopping: Cancel,
     known: KnownFunctions,
     cache: Mutex<Cache>,
+    /// Told of every call (`observe.rs`).
+    observer: Option<Arc<dyn ScriptObserver>>,
 }
 
 impl std::fmt::Debug for ScriptHost {
@@ -363,7 +366,14 @@ impl ScriptHost {
             stopping,
             known,
             cache: Mutex::new(Cache::default()),
+            observer: None,
         }
+    }
+
+    /// Tell `observer` of every call from now on (the server's metrics).
+    pub fn with_observer(mut self, observer: Arc<dyn ScriptObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn config(&self) -> &HostConfig {
@@ -645,6 +655,8 @@ impl ScriptHost {
         }
     }
 
+    /// Run one call of `script`'s entry point, its result converted by `convert`, and tell the
+    /// observer how it went.
     fn call<T>(
         &self,
         script: &CompiledScript,
@@ -653,14 +665,36 @@ impl ScriptHost {
         args: Vec<Dynamic>,
         convert: impl FnOnce(Dynamic, Position) -> Result<T, ScriptError>,
     ) -> Outcome<T> {
+        let (outcome, limit) = self.run(script, kind, now, args, convert);
+        if let Some(o) = &self.observer {
+            let failure = outcome.value.as_ref().err().map(|e| Failure {
+                category: e.category,
+                // a limit rhai reports as another error (a wrong return type) is still a hit
+                limit: limit.filter(|_| e.category == ErrorCategory::Limit),
+            });
+            o.call_finished(kind, failure);
+        }
+        outcome
+    }
+
+    fn run<T>(
+        &self,
+        script: &CompiledScript,
+        kind: ScriptKind,
+        now: Micros,
+        args: Vec<Dynamic>,
+        convert: impl FnOnce(Dynamic, Position) -> Result<T, ScriptError>,
+    ) -> (Outcome<T>, Option<Limit>) {
         if script.kind != kind {
-            return Outcome::failed(ScriptError::input(format!(
+            let err = ScriptError::input(format!(
                 "a {} script cannot be run as {}",
                 script.kind, kind
-            )));
+            ));
+            return (Outcome::failed(err), None);
         }
         if self.stopping.is_cancelled() {
-            return Outcome::failed(Stop::Cancelled.error(self.config.deadline.as_millis()));
+            let err = Stop::Cancelled.error(self.config.deadline.as_millis());
+            return (Outcome::failed(err), None);
         }
         let start = Instant::now();
         let guard = CtxGuard::enter(CallCtx {
@@ -687,25 +721,31 @@ impl ScriptHost {
         let ctx = guard.finish();
         let elapsed = start.elapsed();
         let deadline_ms = self.config.deadline.as_millis();
+        let mut limit = None;
         let value = match (result, ctx.stop) {
             (Err(panic), _) => Err(ScriptError::panicked(panic.as_ref()).at(script.entry_pos)),
             // Stopped, whatever the script made of it (rhai drops errors of sort comparators).
             (Ok(result), Some(stop)) => {
+                limit = Limit::of_stop(stop);
                 Err(stop.error_at(result.err().as_deref(), deadline_ms, script.entry_pos))
             }
             (Ok(Ok(v)), None) => convert(v, script.entry_pos),
-            (Ok(Err(e)), None) => Err(ScriptError::from_eval(&e, deadline_ms, script.entry_pos)),
+            (Ok(Err(e)), None) => {
+                limit = Limit::of_eval(&e);
+                Err(ScriptError::from_eval(&e, deadline_ms, script.entry_pos))
+            }
         };
         let mut logs = ctx.logs;
         if ctx.dropped_logs > 0 {
             logs.push(format!("… {} more log lines dropped", ctx.dropped_logs));
         }
-        Outcome {
+        let outcome = Outcome {
             value,
             logs,
             operations: ctx.operations,
             elapsed,
-        }
+        };
+        (outcome, limit)
     }
 }
 

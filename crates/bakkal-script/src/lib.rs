@@ -23,6 +23,7 @@ pub mod cancel;
 pub mod error;
 mod host;
 mod json;
+pub mod observe;
 mod sandbox;
 pub mod ticket;
 pub mod time;
@@ -32,6 +33,7 @@ mod validate;
 pub use cancel::{Cancel, CancelOnDrop};
 pub use error::{Diagnostic, ErrorCategory, ScriptError};
 pub use host::{CompiledScript, HostConfig, Outcome, ScriptHost, ScriptKind};
+pub use observe::{Failure, Limit, ScriptObserver};
 pub use ticket::{Route, ScriptTicket};
 pub use types::{totals_from_orders, Catalog, Event, Message, Offer, ScriptCustomer};
 

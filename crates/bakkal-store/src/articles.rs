@@ -280,7 +280,7 @@ impl Store {
         let key = request_id.map(|r| format!("CreateArticle/{r}"));
         match self.try_create_article(&fields, key.as_deref(), now).await {
             Err(e) if e.is_unique_violation() => {
-                let mut conn = self.pool.acquire().await?;
+                let mut conn = self.acquire().await?;
                 match replayed(&mut conn, key.as_deref()).await? {
                     Some(id) => load(&mut conn, id).await,
                     None => Err(e),
@@ -333,7 +333,7 @@ impl Store {
     }
 
     pub async fn get_article(&self, id: i64) -> Result<Article> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load(&mut conn, id).await
     }
 
@@ -360,7 +360,7 @@ impl Store {
         b.push(" ORDER BY a.id LIMIT ")
             .arg(Arg::Int(page_size as i64 + 1));
         let rows = bind(sqlx::query(&b.sql), &b.args)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let out = rows
             .iter()
@@ -465,7 +465,7 @@ impl Store {
         b.push(" ORDER BY score DESC, a.uses DESC, a.id LIMIT ")
             .arg(Arg::Int(limit as i64));
         let rows = bind(sqlx::query(&b.sql), &b.args)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         rows.iter()
             .map(|r| {

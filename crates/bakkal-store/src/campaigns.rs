@@ -346,7 +346,7 @@ impl Store {
         let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1");
         match sqlx::query(&sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.acquire().await?)
             .await?
         {
             Some(r) => Ok(campaign_from_row(&r)?),
@@ -361,7 +361,7 @@ impl Store {
         after: Option<&Cursor>,
     ) -> Result<(Vec<Campaign>, Option<Cursor>)> {
         crate::page::page_by_id(
-            &self.pool,
+            &mut *self.acquire().await?,
             "campaigns",
             CAMPAIGN_COLUMNS,
             page_size,
@@ -522,7 +522,9 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM campaign_runs WHERE state = 'RUNNING' ORDER BY id LIMIT 1000"
         );
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql)
+            .fetch_all(&mut *self.acquire().await?)
+            .await?;
         Ok(rows
             .iter()
             .map(run_from_row)
@@ -538,7 +540,7 @@ impl Store {
         let rows = sqlx::query(&sql)
             .bind(state.to_string())
             .bind(kind.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         Ok(rows
             .iter()
@@ -552,7 +554,7 @@ impl Store {
         match sqlx::query(&sql)
             .bind(run_id)
             .bind(campaign_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.acquire().await?)
             .await?
         {
             Some(r) => Ok(run_from_row(&r)?),
@@ -580,7 +582,7 @@ impl Store {
             .bind(segment_id)
             .bind(after)
             .bind(limit as i64)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.acquire().await?)
             .await?;
         let mut ids = list
             .unwrap_or_default()
@@ -608,7 +610,7 @@ impl Store {
         )
         .bind(campaign_id)
         .bind(run_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.acquire().await?)
         .await?;
         Ok(found.is_some())
     }
@@ -631,7 +633,7 @@ impl Store {
             .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
         let found: Vec<String> = sqlx::query_scalar(&sql)
             .bind(list)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         Ok(found.into_iter().collect())
     }
@@ -656,7 +658,7 @@ impl Store {
         let rows: Vec<(i64, i64)> = sqlx::query_as(&sql)
             .bind(list)
             .bind(since)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         Ok(rows.into_iter().collect())
     }

@@ -84,7 +84,7 @@ impl Store {
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<Interaction>, Option<Cursor>)> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let c = load_live(&mut conn, customer_id).await?;
         let mut b = SqlBuilder::new(format!(
             "SELECT {COLUMNS} FROM interactions WHERE customer_id = "

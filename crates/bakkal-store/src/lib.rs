@@ -17,6 +17,7 @@ mod import;
 mod interactions;
 mod lock;
 mod loyalty;
+mod observe;
 mod offers;
 mod orders;
 mod outbox;
@@ -29,9 +30,10 @@ mod triggers;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::OwnedMutexGuard;
 
@@ -64,6 +66,7 @@ pub use loyalty::{
     ExpiryOutcome, LoyaltyAccount, LoyaltyProgram, LoyaltyTier, PointsTransaction, Rounding,
     Shortfall, StoredProgram, EXPIRING_SOON_DAYS,
 };
+pub use observe::{PoolStatus, StoreObserver, WorkFigures};
 pub use offers::{OfferCampaign, OfferFingerprint};
 pub use outbox::{DeliveryOutcome, MessageParent, OutboxMessage};
 pub use page::Cursor;
@@ -110,6 +113,8 @@ pub struct Store {
     /// SQLite has one writer: write transactions of this process queue here, in turn, instead
     /// of in SQLite's busy handler, which sleeps up to 100 ms between tries.
     writer: Option<Arc<Writer>>,
+    /// Told how long connections and writer turns were waited for (`observe.rs`).
+    observer: Option<Arc<dyn StoreObserver>>,
 }
 
 /// The turn to write on SQLite, and how many foreground writers wait for it or hold it
@@ -148,6 +153,8 @@ pub struct StoreOptions {
     /// Customers kept in the read cache on SQLite (0: none). PostgreSQL never caches, since
     /// other servers may write to it.
     pub cache_capacity: usize,
+    /// Told how long connections and writer turns were waited for (metrics); `None`: nobody.
+    pub observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl StoreOptions {
@@ -156,6 +163,7 @@ impl StoreOptions {
             url: url.into(),
             max_connections: 16,
             cache_capacity: 100_000,
+            observer: None,
         }
     }
 }
@@ -212,6 +220,7 @@ impl Store {
             generation: Generation::default(),
             cache,
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Writer::default())),
+            observer: opts.observer.clone(),
         })
     }
 
@@ -236,7 +245,9 @@ impl Store {
 
     /// Is the database answering?
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.acquire().await?)
+            .await?;
         Ok(())
     }
 
@@ -251,9 +262,12 @@ impl Store {
             return self.begin(None).await;
         };
         let foreground = Foreground::new(w);
-        let turn = tokio::time::timeout(WRITER_WAIT, w.turn.clone().lock_owned())
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
+        let asked = Instant::now();
+        let turn = tokio::time::timeout(WRITER_WAIT, w.turn.clone().lock_owned()).await;
+        if let Some(o) = &self.observer {
+            o.write_turn(asked.elapsed(), false);
+        }
+        let turn = turn.map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
         self.begin(Some((turn, Some(foreground)))).await
     }
 
@@ -265,15 +279,18 @@ impl Store {
         let Some(w) = &self.writer else {
             return self.begin(None).await;
         };
+        let asked = Instant::now();
         let until = tokio::time::Instant::now() + BACKGROUND_YIELD;
         while w.foreground.load(std::sync::atomic::Ordering::SeqCst) > 0
             && tokio::time::Instant::now() < until
         {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let turn = tokio::time::timeout(WRITER_WAIT, w.turn.clone().lock_owned())
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
+        let turn = tokio::time::timeout(WRITER_WAIT, w.turn.clone().lock_owned()).await;
+        if let Some(o) = &self.observer {
+            o.write_turn(asked.elapsed(), true);
+        }
+        let turn = turn.map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?;
         self.begin(Some((turn, None))).await
     }
 
@@ -281,10 +298,13 @@ impl Store {
         &self,
         writer: Option<(OwnedMutexGuard<()>, Option<Foreground>)>,
     ) -> Result<WriteTx> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+        let statement = match self.backend {
+            Backend::Sqlite => Some("BEGIN IMMEDIATE".into()),
+            Backend::Postgres => None,
         };
+        // what `Pool::begin` does, with our timed acquire (sqlx's `Transaction::begin` is public,
+        // though hidden from its documentation)
+        let tx = Transaction::begin(self.acquire().await?, statement).await?;
         Ok(WriteTx {
             tx,
             generation: self.generation.clone(),
@@ -292,17 +312,29 @@ impl Store {
         })
     }
 
+    /// A connection from the pool, the wait told to the observer. Every query of the store but
+    /// the migrations takes its connection here.
+    pub(crate) async fn acquire(&self) -> Result<PoolConnection<Any>> {
+        let Some(o) = &self.observer else {
+            return Ok(self.pool.acquire().await?);
+        };
+        let asked = Instant::now();
+        let conn = self.pool.acquire().await;
+        o.pool_acquired(asked.elapsed(), conn.is_ok());
+        Ok(conn?)
+    }
+
     /// Read customer `id` (following merges) through the cache when there is one.
     pub(crate) async fn cached_customer(&self, id: i64) -> Result<bakkal_domain::Customer> {
         let Some(cache) = &self.cache else {
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = self.acquire().await?;
             return customers::load_live(&mut conn, id).await;
         };
         let generation = self.generation.current();
         if let Some(c) = cache.get(id, generation) {
             return Ok(c);
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let c = customers::load_live(&mut conn, id).await?;
         cache.put(id, generation, &c);
         Ok(c)

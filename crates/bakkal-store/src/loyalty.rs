@@ -482,7 +482,7 @@ pub(crate) async fn order_recorded(
 
 impl Store {
     pub async fn loyalty_program(&self) -> Result<StoredProgram> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         program_in(&mut conn).await
     }
 
@@ -528,7 +528,7 @@ impl Store {
 
     /// A customer's account (merges followed); an empty one when nothing happened yet.
     pub async fn loyalty_account(&self, customer_id: i64, now: Micros) -> Result<LoyaltyAccount> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let c = load_live(&mut conn, customer_id).await?;
         let sp = program_in(&mut conn).await?;
         let row = sqlx::query(
@@ -574,7 +574,7 @@ impl Store {
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<PointsTransaction>, Option<Cursor>)> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let c = load_live(&mut conn, customer_id).await?;
         let before = match after {
             Some(Cursor::Int(_, id)) => *id,
@@ -673,7 +673,7 @@ impl Store {
                  ORDER BY customer_id LIMIT 200",
             )
             .bind(now)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
             if due.is_empty() {
                 return Ok(out);

@@ -32,7 +32,7 @@ impl Store {
     /// Campaigns in one of `states` with an offer script, by id; and the fingerprint of the
     /// scripts and the catalogue they would run against. Two queries.
     pub async fn offer_fingerprint(&self, states: &[&str]) -> Result<OfferFingerprint> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let placeholders: Vec<String> = (1..=states.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT id, offer_script, holdout_percent, version FROM campaigns \

@@ -125,7 +125,7 @@ impl Store {
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<Order>, Option<Cursor>)> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let c = load_live(&mut conn, customer_id).await?;
         let (t, oid) = match after {
             Some(Cursor::Pair(t, oid)) => (*t, oid.clone()),

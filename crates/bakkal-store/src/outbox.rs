@@ -117,7 +117,7 @@ impl Store {
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE id = $1");
         match sqlx::query(&sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.acquire().await?)
             .await?
         {
             Some(r) => Ok(message_from_row(&r)?),
@@ -133,7 +133,7 @@ impl Store {
             let row: Option<(Option<i64>,)> =
                 sqlx::query_as("SELECT merged_into FROM customers WHERE id = $1")
                     .bind(current)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.acquire().await?)
                     .await?;
             match row {
                 None => break,
@@ -175,7 +175,7 @@ impl Store {
             .bind(id)
             .bind(after)
             .bind(page_size as i64 + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let mut out = rows
             .iter()
@@ -229,7 +229,7 @@ impl Store {
             let found: Option<i64> = sqlx::query_scalar(sql)
                 .bind(1i64)
                 .bind(bound)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.acquire().await?)
                 .await?;
             if found.is_some() {
                 due = true;

@@ -67,7 +67,7 @@ pub(crate) fn after_id(after: Option<&Cursor>) -> crate::Result<i64> {
 /// One page of a table's rows in id order: `columns` read by `from_row`, and the cursor after
 /// the page's last row when there are more.
 pub(crate) async fn page_by_id<T>(
-    pool: &sqlx::AnyPool,
+    conn: &mut sqlx::AnyConnection,
     table: &str,
     columns: &str,
     page_size: usize,
@@ -79,7 +79,7 @@ pub(crate) async fn page_by_id<T>(
     let rows = sqlx::query(&sql)
         .bind(after_id(after)?)
         .bind(page_size as i64 + 1)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?;
     let out = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
     Ok(split_page(out, page_size, |t| {

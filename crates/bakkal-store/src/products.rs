@@ -70,7 +70,7 @@ impl Store {
         b.push(" ORDER BY sku LIMIT ")
             .arg(Arg::Int(page_size as i64 + 1));
         let rows = bind(sqlx::query(&b.sql), &b.args)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let out = rows
             .iter()

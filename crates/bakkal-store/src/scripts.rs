@@ -180,7 +180,7 @@ impl Store {
         match self.try_create_script(&new, key.as_deref(), now).await {
             // Lost a race with the same request id: give the first call's result.
             Err(e) if e.is_unique_violation() => {
-                let mut conn = self.pool.acquire().await?;
+                let mut conn = self.acquire().await?;
                 match replayed(&mut conn, key.as_deref()).await? {
                     Some(id) => load(&mut conn, id, None).await,
                     None => Err(e),
@@ -232,7 +232,7 @@ impl Store {
 
     /// A script with its active revision, or with `revision`.
     pub async fn get_script(&self, id: i64, revision: Option<i64>) -> Result<Script> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load(&mut conn, id, revision).await
     }
 
@@ -260,7 +260,7 @@ impl Store {
         b.push(" ORDER BY s.id LIMIT ")
             .arg(Arg::Int(page_size as i64 + 1));
         let rows = bind(sqlx::query(&b.sql), &b.args)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let out = rows
             .iter()
@@ -354,7 +354,7 @@ impl Store {
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<ScriptRevision>, i64, Option<Cursor>)> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let active: Option<i64> =
             sqlx::query_scalar("SELECT active_revision FROM scripts WHERE id = $1")
                 .bind(id)

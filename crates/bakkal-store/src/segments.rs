@@ -440,7 +440,7 @@ impl Store {
     pub async fn get_value_model(&self) -> Result<Option<StoredValueModel>> {
         let row: Option<(String, String, i64)> =
             sqlx::query_as("SELECT weights, tiers, update_time FROM value_models WHERE id = 1")
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.acquire().await?)
                 .await?;
         Ok(row.map(|(w, t, u)| StoredValueModel {
             weights_json: w,
@@ -506,7 +506,7 @@ impl Store {
         let text: String = sqlx::query(&sql)
             .bind(after)
             .bind(limit as i64)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.acquire().await?)
             .await?
             .try_get(0)?;
         type In = (
@@ -594,7 +594,7 @@ impl Store {
              WHERE customer_id = $1",
         )
         .bind(c.id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.acquire().await?)
         .await?;
         let score = row.map(|(score, tier, r, f, m, t)| CustomerScore {
             customer_id: c.id,
@@ -647,7 +647,7 @@ impl Store {
         }
         b.push(" WHERE c.merged_into IS NULL AND c.deleted_time IS NULL GROUP BY s.tier, v");
         let rows = bind(sqlx::query(&b.sql), &b.args)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         rows.iter()
             .map(|r| {
@@ -691,7 +691,7 @@ impl Store {
         let list = serde_json::to_string(ids).map_err(decode_error)?;
         let text: String = sqlx::query(&sql)
             .bind(list)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.acquire().await?)
             .await?
             .try_get(0)?;
         let rows: Vec<(RowA, RowB)> = serde_json::from_str(&text).map_err(decode_error)?;
@@ -721,7 +721,7 @@ impl Store {
         let text: String = sqlx::query(&sql)
             .bind(first)
             .bind(last)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.acquire().await?)
             .await?
             .try_get(0)?;
         let rows: Vec<OrderJson> = serde_json::from_str(&text).map_err(decode_error)?;
@@ -786,7 +786,7 @@ impl Store {
             b.sql
         );
         let text: String = bind(sqlx::query(&sql), &b.args)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.acquire().await?)
             .await?
             .try_get(0)?;
         let rows: Vec<(RowA, RowB)> = serde_json::from_str(&text).map_err(decode_error)?;
@@ -829,7 +829,7 @@ impl Store {
             sqlx::query(&format!("SELECT COUNT(*){}", base.sql)),
             &base.args,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.acquire().await?)
         .await?
         .try_get(0)?;
         let b = predicate_from(clauses, predicate, now);
@@ -837,7 +837,7 @@ impl Store {
             sqlx::query(&format!("SELECT s.tier, COUNT(*){} GROUP BY s.tier", b.sql)),
             &b.args,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.acquire().await?)
         .await?;
         let tiers = rows
             .iter()
@@ -846,7 +846,7 @@ impl Store {
         let mut b = b;
         b.push(" ORDER BY id LIMIT ").arg(Arg::Int(sample as i64));
         let rows = bind(sqlx::query(&format!("SELECT id{}", b.sql)), &b.args)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let ids = rows
             .iter()
@@ -868,7 +868,7 @@ impl Store {
             sqlx::query(&format!("SELECT COUNT(*){}", base.sql)),
             &base.args,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.acquire().await?)
         .await?
         .try_get(0)?;
         let mut out = Vec::new();
@@ -883,7 +883,7 @@ impl Store {
                 b.sql
             );
             let text: String = bind(sqlx::query(&sql), &b.args)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.acquire().await?)
                 .await?
                 .try_get(0)?;
             let mut ids: Vec<i64> = serde_json::from_str(&text).map_err(decode_error)?;
@@ -923,7 +923,7 @@ impl Store {
         let sql = format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.acquire().await?)
             .await?;
         match row {
             Some(r) => Ok(segment_from_row(&r)?),
@@ -938,7 +938,7 @@ impl Store {
         after: Option<&Cursor>,
     ) -> Result<(Vec<Segment>, Option<Cursor>)> {
         crate::page::page_by_id(
-            &self.pool,
+            &mut *self.acquire().await?,
             "segments",
             SEGMENT_COLUMNS,
             page_size,
@@ -963,7 +963,7 @@ impl Store {
                 .bind(segment_id)
                 .bind(after)
                 .bind(ID_CHUNK)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.acquire().await?)
                 .await?
                 .try_get(0)?;
             let mut ids: Vec<i64> = serde_json::from_str(&text).map_err(decode_error)?;
@@ -1087,7 +1087,7 @@ impl Store {
         .bind(segment_id)
         .bind(after)
         .bind(page_size as i64 + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.acquire().await?)
         .await?;
         let ids: Vec<i64> = ids.into_iter().map(|(id,)| id).collect();
         let (ids, next) = crate::page::split_page(ids, page_size, |&id| Cursor::Int(id, id));
@@ -1096,7 +1096,7 @@ impl Store {
 
     /// Resolve a customer name for the API (merges followed).
     pub async fn live_customer_id(&self, id: i64) -> Result<i64> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         Ok(load_live(&mut conn, id).await?.id)
     }
 }

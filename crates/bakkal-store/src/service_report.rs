@@ -163,7 +163,7 @@ impl Store {
         .bind(previous_start)
         .bind(end)
         .bind(start)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.acquire().await?)
         .await?;
         let rows = rows
             .iter()

@@ -206,7 +206,7 @@ impl Store {
              WHERE name = $1",
         )
         .bind(name.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.acquire().await?)
         .await?;
         Ok(row.map(
             |(owner, until, done_time, requested, done_seq)| LeaseState {
@@ -250,7 +250,7 @@ impl Store {
         .bind(kind.to_string())
         .bind(after)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.acquire().await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -273,7 +273,7 @@ impl Store {
              WHERE customer_id = $1 ORDER BY id",
         )
         .bind(customer_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.acquire().await?)
         .await?;
         Ok(rows
             .into_iter()
@@ -291,7 +291,7 @@ impl Store {
 
     /// Of `ids`, the members of segment `segment_id`.
     pub async fn members_among(&self, segment_id: i64, ids: &[i64]) -> Result<Vec<i64>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let mut out = Vec::new();
         for &id in ids {
             let found: Option<(i64,)> = sqlx::query_as(
@@ -368,7 +368,7 @@ impl Store {
     /// a message's create time (treatment) or a holdout decision (holdout).
     pub async fn campaign_report(&self, campaign_id: i64, window: Micros) -> Result<ReportFigures> {
         self.get_campaign(campaign_id).await?;
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let (targeted,): (Option<i64>,) = sqlx::query_as(
             "SELECT CAST(SUM(targeted) AS BIGINT) FROM campaign_runs WHERE campaign_id = $1",
         )

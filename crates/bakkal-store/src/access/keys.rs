@@ -158,7 +158,7 @@ impl Store {
     }
 
     pub async fn get_api_key(&self, key_id: &str) -> Result<ApiKey> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         Ok(load_key(&mut conn, key_id).await?.0)
     }
 
@@ -180,7 +180,7 @@ impl Store {
         if let Some((kind, id)) = parent {
             q = q.bind(kind.as_str()).bind(id);
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(&mut *self.acquire().await?).await?;
         let mut keys = rows
             .iter()
             .map(|r| key_from_row(r).map(|k| k.0))
@@ -252,14 +252,14 @@ impl Store {
              AND (expire_time IS NULL OR expire_time > $1)",
         )
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.acquire().await?)
         .await?)
     }
 
     /// The key `key_id` with its secret's hash and what its owner is, for authentication;
     /// `None` when there is no such key or owner.
     pub async fn key_owner(&self, key_id: &str) -> Result<Option<KeyOwner>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let (key, secret_hash) = match load_key(&mut conn, key_id).await {
             Ok(k) => k,
             Err(StoreError::NotFound(_)) => return Ok(None),

@@ -54,7 +54,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT name, description, permissions, create_time FROM roles ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.acquire().await?)
         .await?;
         Ok(rows
             .iter()

@@ -180,7 +180,7 @@ impl Store {
     }
 
     pub async fn get_user(&self, id: i64) -> Result<User> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load_user(&mut conn, id).await
     }
 
@@ -190,7 +190,7 @@ impl Store {
         after: Option<&Cursor>,
     ) -> Result<(Vec<User>, Option<Cursor>)> {
         crate::page::page_by_id(
-            &self.pool,
+            &mut *self.acquire().await?,
             "users",
             USER_COLUMNS,
             page_size,
@@ -284,7 +284,7 @@ impl Store {
     }
 
     pub async fn get_service_account(&self, id: i64) -> Result<ServiceAccount> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load_account(&mut conn, id).await
     }
 
@@ -294,7 +294,7 @@ impl Store {
         after: Option<&Cursor>,
     ) -> Result<(Vec<ServiceAccount>, Option<Cursor>)> {
         crate::page::page_by_id(
-            &self.pool,
+            &mut *self.acquire().await?,
             "service_accounts",
             ACCOUNT_COLUMNS,
             page_size,

@@ -17,7 +17,7 @@ pub(super) fn national_suffix(phone: &str) -> Option<&str> {
 impl Store {
     /// Live customers that look like the same person as `id`.
     pub async fn find_duplicates(&self, id: i64) -> Result<Vec<DuplicateCandidate>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let me = load_live(&mut conn, id).await?;
         let f = &me.fields;
         let name_key = f.name_key();

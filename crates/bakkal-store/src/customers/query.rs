@@ -209,7 +209,7 @@ impl Store {
         b.push(&format!(" ORDER BY {expr} {dir}, id {dir} LIMIT "))
             .arg(Arg::Int(q.page_size as i64 + 1));
         let rows = bind(sqlx::query(&b.sql), &b.args)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let customers = rows
             .iter()
@@ -219,7 +219,7 @@ impl Store {
             crate::page::split_page(customers, q.page_size, |c| sort_key(&q.order_by.field, c));
         let total = if with_total {
             bind_as(sqlx::query_as::<_, (i64,)>(&total_sql), &total_args)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.acquire().await?)
                 .await?
                 .0
         } else {

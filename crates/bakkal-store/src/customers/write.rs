@@ -15,7 +15,7 @@ impl Store {
                  WHERE email IS NOT NULL AND email_key IS NULL AND id > $1 ORDER BY id LIMIT 500",
             )
             .bind(after)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
             let Some(&(last, _)) = rows.last() else {
                 return Ok(());
@@ -61,7 +61,7 @@ impl Store {
         match result {
             // Lost a race for a unique key: report who holds it, or the replayed result.
             Err(e) if e.is_unique_violation() => {
-                let mut conn = self.pool.acquire().await?;
+                let mut conn = self.acquire().await?;
                 if let Some(id) = self.replayed(&mut conn, key.as_deref()).await? {
                     return load_live(&mut conn, id).await;
                 }

@@ -69,7 +69,7 @@ impl Store {
     }
 
     pub async fn get_sla_policy(&self, id: i64) -> Result<SlaPolicy> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load_policy(&mut conn, id).await
     }
 
@@ -79,7 +79,7 @@ impl Store {
         after: Option<&Cursor>,
     ) -> Result<(Vec<SlaPolicy>, Option<Cursor>)> {
         crate::page::page_by_id(
-            &self.pool,
+            &mut *self.acquire().await?,
             "sla_policies",
             POLICY_COLUMNS,
             page_size,
@@ -154,7 +154,7 @@ impl Store {
             .bind(k)
             .bind(id)
             .bind(page_size as i64 + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let out = rows
             .iter()
@@ -172,7 +172,7 @@ impl Store {
         let due: Option<i64> =
             sqlx::query_scalar("SELECT id FROM tickets WHERE next_sla_check_time <= $1 LIMIT 1")
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.acquire().await?)
                 .await?;
         Ok(due.is_some())
     }

@@ -82,7 +82,7 @@ impl Store {
     }
 
     pub async fn get_team(&self, id: i64) -> Result<Team> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load_team(&mut conn, id).await
     }
 
@@ -92,7 +92,7 @@ impl Store {
         after: Option<&Cursor>,
     ) -> Result<(Vec<Team>, Option<Cursor>)> {
         crate::page::page_by_id(
-            &self.pool,
+            &mut *self.acquire().await?,
             "teams",
             TEAM_COLUMNS,
             page_size,
@@ -175,7 +175,7 @@ impl Store {
     }
 
     pub async fn get_agent(&self, id: i64) -> Result<Agent> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load_agent(&mut conn, id).await
     }
 
@@ -184,7 +184,7 @@ impl Store {
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<Agent>, Option<Cursor>)> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let ids: Vec<(i64,)> =
             sqlx::query_as("SELECT id FROM agents WHERE id > $1 ORDER BY id LIMIT $2")
                 .bind(crate::page::after_id(after)?)

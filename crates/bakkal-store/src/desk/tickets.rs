@@ -182,7 +182,7 @@ impl Store {
         let id: Option<i64> =
             sqlx::query_scalar("SELECT id FROM scripts WHERE kind = $1 ORDER BY id DESC LIMIT 1")
                 .bind(kind.to_string())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.acquire().await?)
                 .await?;
         Ok(id)
     }
@@ -192,7 +192,7 @@ impl Store {
         let tier: Option<String> =
             sqlx::query_scalar("SELECT tier FROM customer_scores WHERE customer_id = $1")
                 .bind(customer_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.acquire().await?)
                 .await?;
         Ok(tier)
     }
@@ -203,7 +203,7 @@ impl Store {
         email: Option<&str>,
         phone: Option<&str>,
     ) -> Result<Option<Customer>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         match find_contact(&mut conn, email, phone).await? {
             Some(id) => Ok(Some(load_live(&mut conn, id).await?)),
             None => Ok(None),
@@ -358,7 +358,7 @@ impl Store {
     }
 
     pub async fn get_ticket(&self, id: i64) -> Result<Ticket> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         load_ticket(&mut conn, id, "").await
     }
 
@@ -442,7 +442,7 @@ impl Store {
             .push(" LIMIT ")
             .arg(Arg::Int(page_size as i64 + 1));
         let rows = bind(sqlx::query(&b.sql), &b.args)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let out = rows
             .iter()
@@ -605,7 +605,7 @@ impl Store {
             .bind(ticket_id)
             .bind(crate::page::after_id(after)?)
             .bind(page_size as i64 + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.acquire().await?)
             .await?;
         let out = rows
             .iter()
