@@ -88,6 +88,31 @@ impl DeliveryArgs {
     }
 }
 
+/// Staff bearer tokens from an OIDC identity provider; all three or none.
+#[derive(clap::Args, Clone)]
+struct OidcArgs {
+    /// The provider's issuer: a token's `iss` must be exactly this. Turns authentication on.
+    #[arg(long, env = "BAKKAL_OIDC_ISSUER", requires_all = ["oidc_audience", "oidc_jwks"])]
+    oidc_issuer: Option<String>,
+    /// The audience a token must name in `aud` (this server's client id at the provider).
+    #[arg(long, env = "BAKKAL_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    oidc_audience: Option<String>,
+    /// The provider's signing keys (JWK set): an `https://` (or `http://`) URL, fetched at
+    /// start and refreshed, or a local file.
+    #[arg(long, env = "BAKKAL_OIDC_JWKS", requires = "oidc_issuer")]
+    oidc_jwks: Option<String>,
+}
+
+impl OidcArgs {
+    fn into_config(self) -> Option<bakkal::auth::oidc::OidcConfig> {
+        Some(bakkal::auth::oidc::OidcConfig {
+            issuer: self.oidc_issuer?,
+            audience: self.oidc_audience?,
+            jwks: bakkal::auth::oidc::jwks::JwksSource::parse(&self.oidc_jwks?),
+        })
+    }
+}
+
 #[derive(Subcommand)]
 // Parsed once at start-up: the size of `Serve` (all the server's flags) costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -124,6 +149,8 @@ enum Command {
         /// Serve a non-loopback address without authentication (trusted networks only).
         #[arg(long, env = "BAKKAL_INSECURE_NO_AUTH", conflicts_with = "require_auth")]
         insecure_no_auth: bool,
+        #[command(flatten)]
+        oidc: OidcArgs,
         /// Client connections open at once; the next waits until one closes.
         #[arg(long, env = "BAKKAL_MAX_CLIENT_CONNECTIONS", default_value_t = 4096)]
         max_client_connections: usize,
@@ -237,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
             loyalty_sweep_secs,
             require_auth,
             insecure_no_auth,
+            oidc,
             max_client_connections,
             max_streams_per_connection,
             handshake_timeout_secs,
@@ -262,6 +290,7 @@ async fn main() -> anyhow::Result<()> {
                 auth: AuthConfig {
                     require: require_auth,
                     insecure_no_auth,
+                    oidc: oidc.into_config(),
                 },
                 connections: bakkal::connections::ConnectionLimits {
                     max_connections: max_client_connections.max(1),

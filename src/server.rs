@@ -145,10 +145,19 @@ pub async fn run(
     }
     let store = open_store(&config).await?;
     let addr = listener.local_addr()?;
-    let auth = Arc::new(Authenticator::new(
+    let verifier = match &config.auth.oidc {
+        Some(oidc) => Some(crate::auth::oidc::Verifier::start(oidc.clone()).await?),
+        None => None,
+    };
+    let mut auth = Authenticator::new(
         store.clone(),
         check_auth_posture(&config, addr, &store).await?,
-    ));
+    );
+    if let Some(v) = &verifier {
+        auth = auth.with_oidc(v.clone());
+    }
+    let auth = Arc::new(auth);
+    let jwks_refresh = verifier.as_ref().and_then(|v| v.spawn_refresh());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -296,6 +305,9 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();
+    if let Some(r) = jwks_refresh {
+        r.abort();
+    }
     let _ = stop_dispatch.send(true);
     let _ = dispatcher.await;
     let _ = sla_watcher.await;
@@ -307,7 +319,8 @@ pub async fn run(
 }
 
 /// Whether this server authenticates (see `AuthConfig::enabled_for`), refusing to start when
-/// it must but has no way to (no live API key yet), and saying loudly when it runs open.
+/// it must but has no way to (no live API key yet and no OIDC provider), and saying loudly
+/// when it runs open.
 async fn check_auth_posture(
     config: &Config,
     addr: std::net::SocketAddr,
@@ -332,6 +345,10 @@ async fn check_auth_posture(
         .live_api_key_count(bakkal_domain::time::now_micros())
         .await
         .context("cannot count API keys")?;
+    if let Some(oidc) = &config.auth.oidc {
+        tracing::info!(%addr, live_keys = keys, issuer = %oidc.issuer, "authentication on: every call but health needs an API key or a bearer token from the OIDC issuer");
+        return Ok(true);
+    }
     if keys == 0 {
         anyhow::bail!(
             "authentication is on (--require-auth, or a non-loopback address) but no API key \
