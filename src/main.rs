@@ -113,6 +113,21 @@ impl OidcArgs {
     }
 }
 
+/// Request limits (none unless given).
+#[derive(clap::Args, Clone)]
+struct LimitArgs {
+    /// `ROLE=RPS[:BURST]`, repeatable (env: comma-separated): each principal with the role may
+    /// make RPS calls a second, BURST at once (default: RPS rounded up); `*` for principals
+    /// none of whose roles is named. Over it: RESOURCE_EXHAUSTED with RetryInfo.
+    #[arg(long = "rate-limit", env = "BAKKAL_RATE_LIMITS", value_delimiter = ',',
+          value_parser = bakkal::limits::parse_rate_flag)]
+    rate_limits: Vec<(String, bakkal::limits::Rate)>,
+    /// Calls in flight at once over the whole server, a stream counted for its whole life
+    /// (0: no limit). Over it: UNAVAILABLE with RetryInfo; health is never limited.
+    #[arg(long, env = "BAKKAL_MAX_IN_FLIGHT", default_value_t = 0)]
+    max_in_flight: usize,
+}
+
 #[derive(Subcommand)]
 // Parsed once at start-up: the size of `Serve` (all the server's flags) costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -151,6 +166,8 @@ enum Command {
         insecure_no_auth: bool,
         #[command(flatten)]
         oidc: OidcArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Client connections open at once; the next waits until one closes.
         #[arg(long, env = "BAKKAL_MAX_CLIENT_CONNECTIONS", default_value_t = 4096)]
         max_client_connections: usize,
@@ -265,6 +282,7 @@ async fn main() -> anyhow::Result<()> {
             require_auth,
             insecure_no_auth,
             oidc,
+            limits,
             max_client_connections,
             max_streams_per_connection,
             handshake_timeout_secs,
@@ -298,6 +316,10 @@ async fn main() -> anyhow::Result<()> {
                     handshake_timeout: Duration::from_secs(handshake_timeout_secs.max(1)),
                     idle_timeout: Duration::from_secs(idle_timeout_secs.max(1)),
                     ..Default::default()
+                },
+                limits: bakkal::limits::LimitsConfig {
+                    rates: limits.rate_limits,
+                    max_in_flight: (limits.max_in_flight > 0).then_some(limits.max_in_flight),
                 },
                 future_tolerance: Duration::from_secs(future_tolerance_secs),
                 default_currency: default_currency.map(|c| c.trim().to_uppercase()),
@@ -398,6 +420,7 @@ async fn main() -> anyhow::Result<()> {
                 loyalty_sweep: None,
                 auth: AuthConfig::default(),
                 connections: Default::default(),
+                limits: Default::default(),
                 future_tolerance: std::time::Duration::from_secs(300),
                 default_currency: None,
             };

@@ -22,6 +22,7 @@ use crate::auth::Authenticator;
 use crate::campaign_service::CampaignApi;
 use crate::config::Config;
 use crate::customer_service::CustomerApi;
+use crate::limits::layer::{LimitLayer, Limits};
 use crate::loyalty_service::LoyaltyApi;
 use crate::offer_service::OfferApi;
 use crate::proto;
@@ -228,7 +229,9 @@ pub async fn run(
         .layer(tracing_layer::propagate_request_id())
         .layer(tracing_layer::decode_errors())
         // who is calling and may they: before any body is decoded
-        .layer(AuthLayer::new(auth));
+        .layer(AuthLayer::new(auth))
+        // the caller's rate and the server's calls in flight (health passes)
+        .layer(LimitLayer::new(Arc::new(Limits::new(&config.limits))));
 
     // The outbox dispatcher, stopped before the store closes.
     let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
@@ -276,6 +279,13 @@ pub async fn run(
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
     let files = crate::connections::raise_open_file_limit();
     let limits = &config.connections;
+    if !config.limits.rates.is_empty() || config.limits.max_in_flight.is_some() {
+        tracing::info!(
+            rates = ?config.limits.rates,
+            max_in_flight = ?config.limits.max_in_flight,
+            "request limits"
+        );
+    }
     tracing::info!(
         open_file_limit = files,
         max_connections = limits.max_connections,
