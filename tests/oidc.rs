@@ -175,9 +175,16 @@ async fn a_valid_token_speaks_for_its_user(backend: Backend) {
     let err = identity(&server, &idp.token("nobody")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
-    // the EdDSA key of the set signs as well
-    let ed = idp.keys[1].sign(&idp::claims("sub-ana"));
-    assert_eq!(identity(&server, &ed).await.unwrap().principal, ana.name);
+    // the EdDSA and RS256 keys of the set sign as well
+    for key in &idp.keys[1..] {
+        let t = key.sign(&idp::claims("sub-ana"));
+        assert_eq!(
+            identity(&server, &t).await.unwrap().principal,
+            ana.name,
+            "{:?}",
+            key.alg
+        );
+    }
 
     // a deactivated user's tokens stop working
     AccessServiceClient::new(server.channel.clone())
@@ -252,6 +259,18 @@ async fn every_bad_token_is_unauthenticated(backend: Backend) {
             idp.keys[1].sign_as(&key.kid, &valid),
         ),
         ("unknown key id", key.sign_as("es-9", &valid)),
+        (
+            "RS256 header on the ES256 key",
+            idp.keys[2].sign_as(&key.kid, &valid),
+        ),
+        (
+            "HS256 keyed with the RSA modulus, under the RSA key id",
+            idp::unsigned(
+                &json!({ "alg": "HS256", "typ": "JWT", "kid": "rs-1" }),
+                &valid,
+                Some(&idp.keys[2].public),
+            ),
+        ),
         ("alg none", idp::unsigned(&header("none"), &valid, None)),
         (
             "alg none, no signature part",

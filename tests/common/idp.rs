@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 pub const ISSUER: &str = "https://idp.test.example";
 pub const AUDIENCE: &str = "bakkal-test";
 
-/// A signing key: its id, algorithm, private key (PKCS#8) and public JWK.
+/// A signing key: its id, algorithm, private key (PKCS#8; PKCS#1 for RSA) and public JWK.
 pub struct TestKey {
     pub kid: String,
     pub alg: Algorithm,
@@ -47,6 +47,26 @@ impl TestKey {
         }
     }
 
+    /// A fresh RSA-2048 key (RS256; the JWK names no `alg`, so the key type implies it).
+    pub fn rs256(kid: &str) -> TestKey {
+        use rsa::pkcs1::EncodeRsaPrivateKey as _;
+        use rsa::traits::PublicKeyParts as _;
+        let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("generate RSA key");
+        let der = key.to_pkcs1_der().expect("PKCS#1").as_bytes().to_vec();
+        let n = key.n().to_bytes_be();
+        let e = key.e().to_bytes_be();
+        let jwk = json!({
+            "kty": "RSA", "use": "sig", "kid": kid, "n": B64.encode(&n), "e": B64.encode(&e),
+        });
+        TestKey {
+            kid: kid.into(),
+            alg: Algorithm::RS256,
+            pkcs8: der,
+            public: n,
+            jwk,
+        }
+    }
+
     /// A fresh Ed25519 key (EdDSA).
     pub fn ed25519(kid: &str) -> TestKey {
         let rng = SystemRandom::new();
@@ -68,6 +88,7 @@ impl TestKey {
     fn encoding_key(&self) -> EncodingKey {
         match self.alg {
             Algorithm::EdDSA => EncodingKey::from_ed_der(&self.pkcs8),
+            Algorithm::RS256 => EncodingKey::from_rsa_der(&self.pkcs8),
             _ => EncodingKey::from_ec_der(&self.pkcs8),
         }
     }
@@ -128,10 +149,15 @@ pub struct Idp {
 }
 
 impl Idp {
-    /// A provider with one ES256 key (`es-1`) and one EdDSA key (`ed-1`).
+    /// A provider with an ES256 key (`es-1`), an EdDSA key (`ed-1`) and an RS256 key
+    /// (`rs-1`).
     pub fn new() -> Idp {
         let idp = Idp {
-            keys: vec![TestKey::es256("es-1"), TestKey::ed25519("ed-1")],
+            keys: vec![
+                TestKey::es256("es-1"),
+                TestKey::ed25519("ed-1"),
+                TestKey::rs256("rs-1"),
+            ],
             dir: tempfile::tempdir().expect("temp dir"),
         };
         idp.write();
