@@ -34,6 +34,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Client connections: how many, streams on each, handshake and idle timeouts.
     pub connections: crate::connections::ConnectionLimits,
+    /// Request rates per principal and calls in flight (`limits/`).
+    pub limits: crate::limits::LimitsConfig,
     /// How far ahead of the server's clock an order's placed time may be (a source system's
     /// clock running ahead).
     pub future_tolerance: Duration,
@@ -59,6 +61,7 @@ impl Config {
             delivery: DeliveryConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             connections: crate::connections::ConnectionLimits::default(),
+            limits: crate::limits::LimitsConfig::default(),
             future_tolerance: Duration::from_secs(300),
             default_currency: None,
             metrics: crate::metrics::MetricsConfig::default(),

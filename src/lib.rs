@@ -11,6 +11,7 @@ pub mod connections;
 mod convert;
 mod customer_service;
 mod dispatcher;
+pub mod limits;
 mod loyalty_service;
 mod loyalty_sweeper;
 pub mod metrics;

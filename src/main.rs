@@ -88,6 +88,46 @@ impl DeliveryArgs {
     }
 }
 
+/// Staff bearer tokens from an OIDC identity provider; all three or none.
+#[derive(clap::Args, Clone)]
+struct OidcArgs {
+    /// The provider's issuer: a token's `iss` must be exactly this. Turns authentication on.
+    #[arg(long, env = "BAKKAL_OIDC_ISSUER", requires_all = ["oidc_audience", "oidc_jwks"])]
+    oidc_issuer: Option<String>,
+    /// The audience a token must name in `aud` (this server's client id at the provider).
+    #[arg(long, env = "BAKKAL_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    oidc_audience: Option<String>,
+    /// The provider's signing keys (JWK set): an `https://` (or `http://`) URL, fetched at
+    /// start and refreshed, or a local file.
+    #[arg(long, env = "BAKKAL_OIDC_JWKS", requires = "oidc_issuer")]
+    oidc_jwks: Option<String>,
+}
+
+impl OidcArgs {
+    fn into_config(self) -> Option<bakkal::auth::oidc::OidcConfig> {
+        Some(bakkal::auth::oidc::OidcConfig {
+            issuer: self.oidc_issuer?,
+            audience: self.oidc_audience?,
+            jwks: bakkal::auth::oidc::jwks::JwksSource::parse(&self.oidc_jwks?),
+        })
+    }
+}
+
+/// Request limits (none unless given).
+#[derive(clap::Args, Clone)]
+struct LimitArgs {
+    /// `ROLE=RPS[:BURST]`, repeatable (env: comma-separated): each principal with the role may
+    /// make RPS calls a second, BURST at once (default: RPS rounded up); `*` for principals
+    /// none of whose roles is named. Over it: RESOURCE_EXHAUSTED with RetryInfo.
+    #[arg(long = "rate-limit", env = "BAKKAL_RATE_LIMITS", value_delimiter = ',',
+          value_parser = bakkal::limits::parse_rate_flag)]
+    rate_limits: Vec<(String, bakkal::limits::Rate)>,
+    /// Calls in flight at once over the whole server, a stream counted for its whole life
+    /// (0: no limit). Over it: UNAVAILABLE with RetryInfo; health is never limited.
+    #[arg(long, env = "BAKKAL_MAX_IN_FLIGHT", default_value_t = 0)]
+    max_in_flight: usize,
+}
+
 #[derive(Subcommand)]
 // Parsed once at start-up: the size of `Serve` (all the server's flags) costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -124,6 +164,10 @@ enum Command {
         /// Serve a non-loopback address without authentication (trusted networks only).
         #[arg(long, env = "BAKKAL_INSECURE_NO_AUTH", conflicts_with = "require_auth")]
         insecure_no_auth: bool,
+        #[command(flatten)]
+        oidc: OidcArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Client connections open at once; the next waits until one closes.
         #[arg(long, env = "BAKKAL_MAX_CLIENT_CONNECTIONS", default_value_t = 4096)]
         max_client_connections: usize,
@@ -241,6 +285,8 @@ async fn main() -> anyhow::Result<()> {
             loyalty_sweep_secs,
             require_auth,
             insecure_no_auth,
+            oidc,
+            limits,
             max_client_connections,
             max_streams_per_connection,
             handshake_timeout_secs,
@@ -267,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
                 auth: AuthConfig {
                     require: require_auth,
                     insecure_no_auth,
+                    oidc: oidc.into_config(),
                 },
                 connections: bakkal::connections::ConnectionLimits {
                     max_connections: max_client_connections.max(1),
@@ -274,6 +321,10 @@ async fn main() -> anyhow::Result<()> {
                     handshake_timeout: Duration::from_secs(handshake_timeout_secs.max(1)),
                     idle_timeout: Duration::from_secs(idle_timeout_secs.max(1)),
                     ..Default::default()
+                },
+                limits: bakkal::limits::LimitsConfig {
+                    rates: limits.rate_limits,
+                    max_in_flight: (limits.max_in_flight > 0).then_some(limits.max_in_flight),
                 },
                 future_tolerance: Duration::from_secs(future_tolerance_secs),
                 default_currency: default_currency.map(|c| c.trim().to_uppercase()),
@@ -378,6 +429,7 @@ async fn main() -> anyhow::Result<()> {
                 loyalty_sweep: None,
                 auth: AuthConfig::default(),
                 connections: Default::default(),
+                limits: Default::default(),
                 future_tolerance: std::time::Duration::from_secs(300),
                 default_currency: None,
                 metrics: Default::default(),

@@ -22,6 +22,7 @@ use crate::auth::Authenticator;
 use crate::campaign_service::CampaignApi;
 use crate::config::Config;
 use crate::customer_service::CustomerApi;
+use crate::limits::layer::{LimitLayer, Limits};
 use crate::loyalty_service::LoyaltyApi;
 use crate::metrics::http::Scraper;
 use crate::metrics::layer::MetricsLayer;
@@ -173,10 +174,19 @@ pub async fn run(
     });
     let store = open_observed_store(&config, store_hooks).await?;
     let addr = listener.local_addr()?;
-    let auth = Arc::new(Authenticator::new(
+    let verifier = match &config.auth.oidc {
+        Some(oidc) => Some(crate::auth::oidc::Verifier::start(oidc.clone()).await?),
+        None => None,
+    };
+    let mut auth = Authenticator::new(
         store.clone(),
         check_auth_posture(&config, addr, &store).await?,
-    ));
+    );
+    if let Some(v) = &verifier {
+        auth = auth.with_oidc(v.clone());
+    }
+    let auth = Arc::new(auth);
+    let jwks_refresh = verifier.as_ref().and_then(|v| v.spawn_refresh());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -256,7 +266,9 @@ pub async fn run(
         )
         .layer(tracing_layer::decode_errors())
         // who is calling and may they: before any body is decoded
-        .layer(AuthLayer::new(auth));
+        .layer(AuthLayer::new(auth))
+        // the caller's rate and the server's calls in flight (health passes)
+        .layer(LimitLayer::new(Arc::new(Limits::new(&config.limits))));
 
     // The outbox dispatcher, stopped before the store closes.
     let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
@@ -325,6 +337,13 @@ pub async fn run(
     tracing::info!(%addr, database = %redact(&config.database_url), "bakkal serving");
     let files = crate::connections::raise_open_file_limit();
     let limits = &config.connections;
+    if !config.limits.rates.is_empty() || config.limits.max_in_flight.is_some() {
+        tracing::info!(
+            rates = ?config.limits.rates,
+            max_in_flight = ?config.limits.max_in_flight,
+            "request limits"
+        );
+    }
     tracing::info!(
         open_file_limit = files,
         max_connections = limits.max_connections,
@@ -358,6 +377,9 @@ pub async fn run(
         serving.abort();
         upkeep.abort();
     }
+    if let Some(r) = jwks_refresh {
+        r.abort();
+    }
     let _ = stop_dispatch.send(true);
     let _ = dispatcher.await;
     let _ = sla_watcher.await;
@@ -369,7 +391,8 @@ pub async fn run(
 }
 
 /// Whether this server authenticates (see `AuthConfig::enabled_for`), refusing to start when
-/// it must but has no way to (no live API key yet), and saying loudly when it runs open.
+/// it must but has no way to (no live API key yet and no OIDC provider), and saying loudly
+/// when it runs open.
 async fn check_auth_posture(
     config: &Config,
     addr: std::net::SocketAddr,
@@ -394,6 +417,10 @@ async fn check_auth_posture(
         .live_api_key_count(bakkal_domain::time::now_micros())
         .await
         .context("cannot count API keys")?;
+    if let Some(oidc) = &config.auth.oidc {
+        tracing::info!(%addr, live_keys = keys, issuer = %oidc.issuer, "authentication on: every call but health needs an API key or a bearer token from the OIDC issuer");
+        return Ok(true);
+    }
     if keys == 0 {
         anyhow::bail!(
             "authentication is on (--require-auth, or a non-loopback address) but no API key \

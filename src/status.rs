@@ -301,3 +301,33 @@ pub fn abandoned(a: &bakkal_engine::segment::Abandoned) -> Status {
         )),
     }
 }
+
+/// RESOURCE_EXHAUSTED for a principal over its request rate: when to retry (RetryInfo) and
+/// whose quota (QuotaFailure).
+pub fn rate_limited(principal: &str, per_second: f64, retry: std::time::Duration) -> Status {
+    let mut details = ErrorDetails::with_retry_info(Some(retry));
+    details.add_quota_failure_violation(
+        principal,
+        format!("at most {per_second} requests per second"),
+    );
+    detailed(
+        Code::ResourceExhausted,
+        format!(
+            "{principal} is over its rate of {per_second} requests per second; retry in {} ms",
+            retry.as_millis().max(1)
+        ),
+        details,
+    )
+}
+
+/// UNAVAILABLE for a server at its limit of calls in flight, with when to retry.
+pub fn overloaded(max_in_flight: usize, retry: std::time::Duration) -> Status {
+    detailed(
+        Code::Unavailable,
+        format!(
+            "the server is at its limit of {max_in_flight} calls in flight; retry in {} ms",
+            retry.as_millis()
+        ),
+        ErrorDetails::with_retry_info(Some(retry)),
+    )
+}

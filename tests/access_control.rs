@@ -86,6 +86,13 @@ fn access(server: &TestServer, token: &str) -> Access {
 
 /// A server requiring auth, and the admin key made before it started (`bakkal keys create`).
 async fn secured(backend: Backend) -> Option<(TestServer, String)> {
+    secured_with(backend, |_| {}).await
+}
+
+async fn secured_with(
+    backend: Backend,
+    tweak: impl FnOnce(&mut bakkal::config::Config),
+) -> Option<(TestServer, String)> {
     let db = TestDb::new(backend).await?;
     let config = bakkal::config::Config::new("127.0.0.1:0".parse().unwrap(), db.url.clone());
     let store = bakkal::server::open_store(&config).await.expect("store");
@@ -93,7 +100,11 @@ async fn secured(backend: Backend) -> Option<(TestServer, String)> {
         .await
         .unwrap();
     store.close().await;
-    let server = TestServer::start_on_with(db, |c| c.auth.require = true).await;
+    let server = TestServer::start_on_with(db, |c| {
+        c.auth.require = true;
+        tweak(c);
+    })
+    .await;
     Some((server, admin))
 }
 
@@ -139,10 +150,39 @@ fn forged(key: &str) -> String {
 }
 
 async fn every_rpc_answers_each_credential_as_the_table_says(backend: Backend) {
-    let Some((server, admin)) = secured(backend).await else {
+    // staff tokens from an identity provider too, so an expired one is a column of the table
+    let idp = common::idp::Idp::new();
+    let oidc = idp.config();
+    let Some((server, admin)) = secured_with(backend, |c| c.auth.oidc = Some(oidc)).await else {
         return;
     };
     let methods = served_methods();
+    // an admin user bound to a subject: a live token of theirs may call anything…
+    access(&server, &admin)
+        .create_user(proto::CreateUserRequest {
+            user: Some(proto::User {
+                display_name: "Token Admin".into(),
+                email: "token-admin@example.com".into(),
+                roles: vec!["admin".into()],
+                oidc_subject: "sub-token-admin".into(),
+                ..Default::default()
+            }),
+            inactive: false,
+        })
+        .await
+        .expect("user");
+    let live_jwt = idp.token("sub-token-admin");
+    assert!(access(&server, &live_jwt)
+        .get_caller_identity(proto::GetCallerIdentityRequest {})
+        .await
+        .is_ok());
+    // …and an expired one nothing
+    let now = common::idp::now();
+    let mut claims = common::idp::claims("sub-token-admin");
+    claims["iat"] = serde_json::json!(now - 7200);
+    claims["nbf"] = serde_json::json!(now - 7200);
+    claims["exp"] = serde_json::json!(now - 3600);
+    let expired_jwt = idp.keys[0].sign(&claims);
     let (revoked_name, revoked) = key_for(&server, &admin, "analyst").await;
     access(&server, &admin)
         .revoke_api_key(proto::RevokeApiKeyRequest { name: revoked_name })
@@ -160,6 +200,7 @@ async fn every_rpc_answers_each_credential_as_the_table_says(backend: Backend) {
         ("wrong secret", other),
         ("unknown key id", unknown),
         ("revoked", revoked),
+        ("expired JWT", expired_jwt),
     ];
     for method in &methods {
         for (what, token) in &refused {

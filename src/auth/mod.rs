@@ -1,12 +1,15 @@
 //! Access control in the transport: who is calling (an API key resolved to a [`Principal`])
 //! and whether they may call this RPC (the one permission table in [`permissions`]). Both run
 //! in a tower layer ([`layer`]) before a request's body is decoded; the principal travels in
-//! the request's extensions. [`service`] is `bakkal.v1.AccessService`; [`keys`] makes keys
-//! (for the service and for `bakkal keys create`).
+//! the request's extensions. A bearer value that is not an API key is a staff token (a JWT
+//! from the OIDC provider, [`oidc`]) when one is configured, mapped to a user. [`service`] is
+//! `bakkal.v1.AccessService`; [`keys`] makes keys (for the service and for `bakkal keys
+//! create`).
 
 pub mod keys;
 pub mod layer;
 pub mod mask;
+pub mod oidc;
 pub mod permissions;
 pub mod service;
 
@@ -31,13 +34,18 @@ pub struct AuthConfig {
     pub require: bool,
     /// Serve a non-loopback address without authentication (`--insecure-no-auth`).
     pub insecure_no_auth: bool,
+    /// Staff bearer tokens from this OIDC provider (`--oidc-issuer`, `--oidc-audience`,
+    /// `--oidc-jwks`).
+    pub oidc: Option<oidc::OidcConfig>,
 }
 
 impl AuthConfig {
-    /// Is authentication on for a server listening on `listen`? On whenever required, and on
-    /// any non-loopback address unless explicitly turned off.
+    /// Is authentication on for a server listening on `listen`? On whenever required or OIDC
+    /// is configured, and on any non-loopback address unless explicitly turned off.
     pub fn enabled_for(&self, listen: std::net::SocketAddr) -> bool {
-        self.require || (!listen.ip().is_loopback() && !self.insecure_no_auth)
+        self.require
+            || self.oidc.is_some()
+            || (!listen.ip().is_loopback() && !self.insecure_no_auth)
     }
 }
 
@@ -97,13 +105,29 @@ struct CachedKey {
     resolved: Option<ResolvedKey>,
 }
 
+/// The user a token's subject and verified email map to: whether they are active, and the
+/// caller they are.
+#[derive(Clone)]
+struct TokenUser {
+    active: bool,
+    caller: Caller,
+}
+
+struct CachedUser {
+    at: Instant,
+    resolved: Option<TokenUser>,
+}
+
 /// Resolves credentials to callers, with a short cache in front of the store.
 pub struct Authenticator {
     store: Store,
     enabled: bool,
     keys: Mutex<HashMap<String, CachedKey>>,
+    /// Token users by subject and verified email.
+    users: Mutex<HashMap<String, CachedUser>>,
     custom_roles: Mutex<Option<(Instant, Arc<RoleBook>)>>,
     open: Caller,
+    oidc: Option<Arc<oidc::Verifier>>,
 }
 
 impl Authenticator {
@@ -112,9 +136,17 @@ impl Authenticator {
             store,
             enabled,
             keys: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
             custom_roles: Mutex::new(None),
             open: Caller::open(),
+            oidc: None,
         }
+    }
+
+    /// Accept staff bearer tokens verified by `verifier` besides API keys.
+    pub fn with_oidc(mut self, verifier: Arc<oidc::Verifier>) -> Authenticator {
+        self.oidc = Some(verifier);
+        self
     }
 
     pub fn enabled(&self) -> bool {
@@ -125,6 +157,9 @@ impl Authenticator {
     pub fn invalidate(&self) {
         if let Ok(mut k) = self.keys.lock() {
             k.clear();
+        }
+        if let Ok(mut u) = self.users.lock() {
+            u.clear();
         }
         if let Ok(mut r) = self.custom_roles.lock() {
             *r = None;
@@ -139,7 +174,8 @@ impl Authenticator {
         }
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Err(Status::unauthenticated(
-                "this server requires a credential: send `authorization: Bearer <API key>`",
+                "this server requires a credential: send `authorization: Bearer <API key or \
+                 token>`",
             ));
         };
         let text = value
@@ -151,8 +187,13 @@ impl Authenticator {
             })
             .map(str::trim)
             .ok_or_else(|| {
-                Status::unauthenticated("the authorization header must be `Bearer <API key>`")
+                Status::unauthenticated(
+                    "the authorization header must be `Bearer <API key or token>`",
+                )
             })?;
+        if let Some(verifier) = self.oidc.as_ref().filter(|_| !text.starts_with("bk_")) {
+            return self.token_caller(verifier, text).await;
+        }
         let parsed = access::parse_key(text).map_err(|e| match e {
             KeyError::Malformed => Status::unauthenticated(e.to_string()),
             KeyError::Checksum => Status::unauthenticated(e.to_string()),
@@ -180,6 +221,74 @@ impl Authenticator {
             )));
         }
         Ok(caller)
+    }
+
+    /// The user a staff bearer token speaks for: the user bound to its subject, else the one
+    /// whose address is its verified `email` (and who is bound to no subject).
+    async fn token_caller(&self, verifier: &oidc::Verifier, token: &str) -> Result<Caller, Status> {
+        let claims = verifier.verify(token).await?;
+        let email = claims
+            .verified_email()
+            .and_then(|e| bakkal_domain::normalise::email(e).ok());
+        let cache_key = format!("{}\n{}", claims.sub, email.as_deref().unwrap_or(""));
+        let cached = self.users.lock().ok().and_then(|c| {
+            c.get(&cache_key)
+                .filter(|c| c.at.elapsed() < KEY_CACHE_TTL)
+                .map(|c| c.resolved.clone())
+        });
+        let resolved = match cached {
+            Some(r) => r,
+            None => {
+                let user = self
+                    .store
+                    .user_for_token(&claims.sub, email.as_deref())
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "token user lookup failed");
+                        Status::unavailable("cannot check credentials now; retry")
+                    })?;
+                let resolved = match user {
+                    None => None,
+                    Some(u) => {
+                        let grants = Arc::new(self.grants(&u.fields.roles).await?);
+                        Some(TokenUser {
+                            active: u.fields.active,
+                            caller: Caller {
+                                principal: Principal {
+                                    kind: PrincipalKind::User,
+                                    id: u.id,
+                                    key_id: None,
+                                    roles: u.fields.roles.clone(),
+                                    teams: u.fields.teams.clone(),
+                                },
+                                grants,
+                            },
+                        })
+                    }
+                };
+                if let Ok(mut cache) = self.users.lock() {
+                    if cache.len() > 10_000 {
+                        cache.retain(|_, c| c.at.elapsed() < KEY_CACHE_TTL);
+                    }
+                    cache.insert(
+                        cache_key,
+                        CachedUser {
+                            at: Instant::now(),
+                            resolved: resolved.clone(),
+                        },
+                    );
+                }
+                resolved
+            }
+        };
+        match resolved {
+            None => Err(Status::unauthenticated(
+                "the token is valid, but no bakkal user has its subject (oidc_subject) or its \
+                 verified email",
+            )),
+            Some(u) if !u.active => Err(Status::unauthenticated("the token's user is deactivated")),
+            Some(u) => Ok(u.caller),
+        }
     }
 
     /// Key `key_id` with the caller it speaks for, through the cache; `None`: no such key.

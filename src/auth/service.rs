@@ -34,6 +34,7 @@ const USER_UPDATABLE: &[&str] = &[
     "teams",
     "manager",
     "active",
+    "oidc_subject",
 ];
 
 fn user_to_proto(u: &User) -> proto::User {
@@ -57,6 +58,7 @@ fn user_to_proto(u: &User) -> proto::User {
         create_time: Some(timestamp(u.create_time)),
         update_time: Some(timestamp(u.update_time)),
         etag: u.etag(),
+        oidc_subject: u.fields.oidc_subject.clone().unwrap_or_default(),
     }
 }
 
@@ -171,6 +173,16 @@ impl AccessApi {
                     }
                 }
             };
+        }
+        if has("oidc_subject") {
+            let s = p.oidc_subject.trim();
+            if s.len() > 255 || s.chars().any(char::is_control) {
+                errs.add(
+                    "user.oidc_subject",
+                    "at most 255 bytes, no control characters",
+                );
+            }
+            f.oidc_subject = (!s.is_empty()).then(|| s.to_string());
         }
         if !all && paths.contains(&"active") {
             f.active = p.active;

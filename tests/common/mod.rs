@@ -3,6 +3,8 @@
 //! names a server (each test then gets a database of its own, dropped at the end).
 #![allow(dead_code)]
 
+pub mod idp;
+
 use std::net::SocketAddr;
 
 use bakkal::config::Config;

@@ -27,6 +27,9 @@ pub struct UserFields {
     pub teams: Vec<i64>,
     pub manager_id: Option<i64>,
     pub active: bool,
+    /// The user's subject at the OIDC identity provider (a bearer token's `sub`); unique
+    /// when set.
+    pub oidc_subject: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +67,8 @@ impl ServiceAccount {
     }
 }
 
-const USER_COLUMNS: &str =
-    "id, display_name, email, roles, teams, manager_id, active, version, create_time, update_time";
+const USER_COLUMNS: &str = "id, display_name, email, roles, teams, manager_id, active, version, \
+     create_time, update_time, oidc_subject";
 const ACCOUNT_COLUMNS: &str = "id, display_name, roles, active, version, create_time, update_time";
 
 fn user_from_row(r: &AnyRow) -> std::result::Result<User, sqlx::Error> {
@@ -81,6 +84,7 @@ fn user_from_row(r: &AnyRow) -> std::result::Result<User, sqlx::Error> {
             teams: decode_list(&teams),
             manager_id: r.try_get(5)?,
             active: active != 0,
+            oidc_subject: r.try_get(10)?,
         },
         version: r.try_get(7)?,
         create_time: r.try_get(8)?,
@@ -142,6 +146,29 @@ async fn check_email(conn: &mut AnyConnection, email: &str, except: Option<i64>)
     }
 }
 
+/// ALREADY_EXISTS naming the user bound to OIDC subject `subject`, if another is.
+async fn check_subject(
+    conn: &mut AnyConnection,
+    subject: Option<&str>,
+    except: Option<i64>,
+) -> Result<()> {
+    let Some(subject) = subject else {
+        return Ok(());
+    };
+    let holder: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE oidc_subject = $1")
+        .bind(subject.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    match holder {
+        Some(id) if Some(id) != except => Err(StoreError::AlreadyExists {
+            existing: user_name(id),
+            field: "user.oidc_subject".into(),
+            message: format!("the OIDC subject is already {}'s", user_name(id)),
+        }),
+        _ => Ok(()),
+    }
+}
+
 async fn check_manager(conn: &mut AnyConnection, f: &UserFields) -> Result<()> {
     if let Some(m) = f.manager_id {
         load_user(conn, m).await.map_err(|_| {
@@ -158,11 +185,12 @@ impl Store {
     pub async fn create_user(&self, f: &UserFields, now: Micros) -> Result<User> {
         let mut tx = self.write_tx().await?;
         check_email(&mut tx, &f.email, None).await?;
+        check_subject(&mut tx, f.oidc_subject.as_deref(), None).await?;
         check_manager(&mut tx, f).await?;
         let sql = format!(
             "INSERT INTO users (display_name, email, roles, teams, manager_id, active, version, \
-             create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7) \
-             RETURNING {USER_COLUMNS}"
+             create_time, update_time, oidc_subject) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, \
+             $8) RETURNING {USER_COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(f.display_name.clone())
@@ -172,6 +200,7 @@ impl Store {
             .bind(f.manager_id)
             .bind(i64::from(f.active))
             .bind(now)
+            .bind(f.oidc_subject.clone())
             .fetch_one(&mut *tx)
             .await?;
         let u = user_from_row(&row)?;
@@ -182,6 +211,34 @@ impl Store {
     pub async fn get_user(&self, id: i64) -> Result<User> {
         let mut conn = self.acquire().await?;
         load_user(&mut conn, id).await
+    }
+
+    /// The user a bearer token speaks for: the one bound to OIDC subject `subject`, else (when
+    /// the token carries a verified address) the user with `email` who is bound to no subject.
+    /// A user bound to a subject is reached only through it.
+    pub async fn user_for_token(&self, subject: &str, email: Option<&str>) -> Result<Option<User>> {
+        let mut conn = self.pool.acquire().await?;
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE oidc_subject = $1");
+        if let Some(r) = sqlx::query(&sql)
+            .bind(subject.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+        {
+            return Ok(Some(user_from_row(&r)?));
+        }
+        let Some(email) = email else {
+            return Ok(None);
+        };
+        let sql =
+            format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1 AND oidc_subject IS NULL");
+        match sqlx::query(&sql)
+            .bind(email.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+        {
+            Some(r) => Ok(Some(user_from_row(&r)?)),
+            None => Ok(None),
+        }
     }
 
     pub async fn list_users(
@@ -227,11 +284,12 @@ impl Store {
             )));
         }
         check_email(&mut tx, &f.email, Some(id)).await?;
+        check_subject(&mut tx, f.oidc_subject.as_deref(), Some(id)).await?;
         check_manager(&mut tx, f).await?;
         let sql = format!(
             "UPDATE users SET display_name = $1, email = $2, roles = $3, teams = $4, \
-             manager_id = $5, active = $6, version = version + 1, update_time = $7 \
-             WHERE id = $8 RETURNING {USER_COLUMNS}"
+             manager_id = $5, active = $6, version = version + 1, update_time = $7, \
+             oidc_subject = $8 WHERE id = $9 RETURNING {USER_COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(f.display_name.clone())
@@ -241,6 +299,7 @@ impl Store {
             .bind(f.manager_id)
             .bind(i64::from(f.active))
             .bind(now)
+            .bind(f.oidc_subject.clone())
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
