@@ -794,10 +794,18 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<proto::ListMessagesRequest>,
     ) -> Result<Response<proto::ListMessagesResponse>, Status> {
+        let scope = crate::auth::customer_scope(&request);
         let req = request.into_inner();
         let parent = if let Some(id) = parse_id(&req.parent, "campaigns") {
             MessageParent::Campaign(id)
         } else if let Some(id) = parse_id(&req.parent, "customers") {
+            // one customer's messages: NOT_FOUND, as for a missing one, out of scope
+            if !scope.is_all() {
+                self.store
+                    .get_customer(id, &scope)
+                    .await
+                    .map_err(from_store)?;
+            }
             MessageParent::Customer(id)
         } else {
             return Err(invalid_field(

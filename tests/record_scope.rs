@@ -305,6 +305,17 @@ async fn sales_reps_see_their_customers_and_managers_their_reports(backend: Back
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
+    let err = bakkal::proto::loyalty_service_client::LoyaltyServiceClient::with_interceptor(
+        server.channel.clone(),
+        bearer(&emre_key),
+    )
+    .get_loyalty_account(proto::GetLoyaltyAccountRequest {
+        name: format!("{of_deniz}/loyaltyAccount"),
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
     // a rep's new customer without an owner is theirs
     let mine = customer(&mut emre_c, "F", "f@x.example", "").await;
     let got = get(&mut emre_c, mine.clone())
