@@ -647,6 +647,13 @@ async fn personal_data_stays_masked_in_dry_runs_and_error_details(backend: Backe
                 email: email.into(),
                 phone: phone.into(),
                 birth_date: "1990-04-23".into(),
+                consent: Some(proto::ChannelConsents {
+                    email: Some(proto::Consent {
+                        granted: true,
+                        update_time: None,
+                    }),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             request_id: String::new(),
@@ -703,6 +710,86 @@ async fn personal_data_stays_masked_in_dry_runs_and_error_details(backend: Backe
     assert_eq!(out.error_count, 1, "{out:?}");
     let text = format!("{out:?}");
     assert!(!leaks(&text), "{text}");
+
+    // a campaign's dry run renders from the stored customer: its messages come scrubbed
+    let rule = script(
+        &mut admin,
+        proto::ScriptKind::Segment,
+        "fn matches(c) { true }",
+    )
+    .await;
+    let seg = admin
+        .segments
+        .create_segment(proto::CreateSegmentRequest {
+            segment: Some(proto::Segment {
+                display_name: "everyone".into(),
+                script: rule,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("segment")
+        .into_inner();
+    admin
+        .segments
+        .refresh_segment(proto::RefreshSegmentRequest {
+            name: seg.name.clone(),
+            interpreter_only: false,
+        })
+        .await
+        .expect("refresh");
+    let msg = script(
+        &mut admin,
+        proto::ScriptKind::Message,
+        "fn message(c, event) { message(\"email\", `For ${c.email}`, \
+         `${c.email} ${c.phone} ${c.birth_date}`) }",
+    )
+    .await;
+    let campaigns_of = |key: &str| {
+        bakkal::proto::campaign_service_client::CampaignServiceClient::with_interceptor(
+            server.channel.clone(),
+            bearer(key),
+        )
+    };
+    let campaign = campaigns_of(&admin_key)
+        .create_campaign(proto::CreateCampaignRequest {
+            campaign: Some(proto::Campaign {
+                display_name: "Spring".into(),
+                strategy: proto::CampaignStrategy::Loyalty as i32,
+                audience: seg.name.clone(),
+                message_script: msg,
+                channel: proto::MessageChannel::Email as i32,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("campaign")
+        .into_inner();
+    let dry = |key: &str| {
+        let mut c = campaigns_of(key);
+        let name = campaign.name.clone();
+        async move {
+            c.dry_run_campaign(proto::DryRunCampaignRequest {
+                name,
+                sample_size: 3,
+            })
+            .await
+            .expect("dry run")
+            .into_inner()
+        }
+    };
+    let shown = dry(&admin_key).await;
+    assert_eq!(shown.messages.len(), 1, "{shown:?}");
+    assert!(
+        leaks(&format!("{shown:?}")),
+        "an admin sees the rendered data"
+    );
+    let masked = dry(&marketer_key).await;
+    assert_eq!(masked.messages.len(), 1);
+    let text = format!("{masked:?}");
+    assert!(!leaks(&text), "{text}");
+    assert!(text.contains("a***@example.com"), "{text}");
 
     // ALREADY_EXISTS naming the holder: no address in the message or the details
     admin
