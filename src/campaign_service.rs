@@ -744,6 +744,7 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<proto::DryRunCampaignRequest>,
     ) -> Result<Response<proto::DryRunCampaignResponse>, Status> {
+        let pii = crate::auth::mask::Pii::of(&request);
         let req = request.into_inner();
         let id = campaign_ref(&req.name, "name")?;
         let sample = match req.sample_size {
@@ -768,11 +769,23 @@ impl CampaignService for CampaignApi {
         )
         .await
         .map_err(from_engine)?;
+        let mut out = Vec::with_capacity(messages.len());
+        for m in &messages {
+            let mut p = would_be_to_proto(m, &campaign.fields.channel);
+            if pii == crate::auth::mask::Pii::Mask {
+                // rendered from the customer as stored: its personal data masked here
+                let c = self
+                    .store
+                    .get_customer(m.customer_id, &bakkal_store::RecordScope::All)
+                    .await
+                    .map_err(from_store)?;
+                p.subject = pii.scrub(&p.subject, &c.fields);
+                p.body = pii.scrub(&p.body, &c.fields);
+            }
+            out.push(p);
+        }
         Ok(Response::new(proto::DryRunCampaignResponse {
-            messages: messages
-                .iter()
-                .map(|m| would_be_to_proto(m, &campaign.fields.channel))
-                .collect(),
+            messages: out,
             counters: Some(counters_to_proto(&counters)),
         }))
     }
@@ -781,10 +794,18 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<proto::ListMessagesRequest>,
     ) -> Result<Response<proto::ListMessagesResponse>, Status> {
+        let scope = crate::auth::customer_scope(&request);
         let req = request.into_inner();
         let parent = if let Some(id) = parse_id(&req.parent, "campaigns") {
             MessageParent::Campaign(id)
         } else if let Some(id) = parse_id(&req.parent, "customers") {
+            // one customer's messages: NOT_FOUND, as for a missing one, out of scope
+            if !scope.is_all() {
+                self.store
+                    .get_customer(id, &scope)
+                    .await
+                    .map_err(from_store)?;
+            }
             MessageParent::Customer(id)
         } else {
             return Err(invalid_field(

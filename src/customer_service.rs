@@ -5,10 +5,10 @@ use bakkal_domain::normalise;
 use bakkal_domain::time::now_micros;
 use bakkal_domain::{ValidationError, UPDATABLE_PATHS};
 use bakkal_store::{
-    CustomerQuery, ImportCustomerRow, ImportOrderRow, ImportOutcome, Store,
-    INTERACTION_FILTER_FIELDS,
+    CustomerQuery, ImportCustomerRow, ImportOrderRow, ImportOutcome, RecordScope, Store,
+    StoreError, INTERACTION_FILTER_FIELDS,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::auth::mask::Pii;
+use crate::auth::{caller_of, customer_scope};
 use crate::convert::{self, customer_ref};
 use crate::page_token;
 use crate::proto::customer_service_server::CustomerService;
@@ -50,6 +51,34 @@ impl CustomerApi {
             store,
             future_tolerance: i64::try_from(future_tolerance.as_micros()).unwrap_or(i64::MAX),
             default_currency,
+        }
+    }
+
+    /// NOT_FOUND (as for a customer that does not exist) unless `scope` admits customer `id`:
+    /// what a write on one customer checks first.
+    async fn in_scope(&self, id: i64, scope: &RecordScope) -> Result<(), Status> {
+        if scope.is_all() {
+            return Ok(());
+        }
+        self.store
+            .get_customer(id, scope)
+            .await
+            .map(|_| ())
+            .map_err(from_store)
+    }
+
+    /// INVALID_ARGUMENT naming `field` unless `owner` is empty or names a staff user.
+    async fn check_owner(&self, owner: &str, field: &str) -> Result<(), Status> {
+        let Some(id) = bakkal_domain::customer::owner_id(owner) else {
+            return Ok(());
+        };
+        match self.store.get_user(id).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound(_)) => Err(invalid_field(
+                field,
+                format!("users/{id} is not a staff user"),
+            )),
+            Err(e) => Err(from_store(e)),
         }
     }
 
@@ -179,10 +208,19 @@ impl Progress {
     }
 }
 
-fn import_customer_row(row: i64, c: &proto::Customer) -> Result<ImportCustomerRow, String> {
+fn import_customer_row(
+    row: i64,
+    c: &proto::Customer,
+    users: &BTreeSet<i64>,
+) -> Result<ImportCustomerRow, String> {
     let fields = convert::customer_fields(c)
         .and_then(|f| f.normalised())
         .map_err(|e| e.to_string())?;
+    if let Some(id) = bakkal_domain::customer::owner_id(&fields.owner) {
+        if !users.contains(&id) {
+            return Err(format!("owner: users/{id} is not a staff user"));
+        }
+    }
     Ok(ImportCustomerRow { row, fields })
 }
 
@@ -211,11 +249,20 @@ impl CustomerService for CustomerApi {
         request: Request<proto::CreateCustomerRequest>,
     ) -> Result<Response<proto::Customer>, Status> {
         let pii = Pii::of(&request);
+        let caller = caller_of(&request);
         let req = request.into_inner();
         let c = required(&req.customer, "customer")?;
-        let fields = convert::customer_fields(c)
+        let mut fields = convert::customer_fields(c)
             .and_then(|f| f.normalised())
             .map_err(prefixed("customer"))?;
+        // a caller who sees only some customers owns the ones they create without an owner
+        if fields.owner.is_empty()
+            && !caller.scopes.customers.is_all()
+            && caller.principal.kind == bakkal_domain::access::PrincipalKind::User
+        {
+            fields.owner = caller.principal.name();
+        }
+        self.check_owner(&fields.owner, "customer.owner").await?;
         let request_id = req.request_id.trim();
         if request_id.len() > 128 {
             return Err(invalid_field(
@@ -240,8 +287,13 @@ impl CustomerService for CustomerApi {
         request: Request<proto::GetCustomerRequest>,
     ) -> Result<Response<proto::Customer>, Status> {
         let pii = Pii::of(&request);
+        let scope = customer_scope(&request);
         let id = customer_id(&request.get_ref().name, "name")?;
-        let c = self.store.get_customer(id).await.map_err(from_store)?;
+        let c = self
+            .store
+            .get_customer(id, &scope)
+            .await
+            .map_err(from_store)?;
         Ok(Response::new(convert::customer_to_proto(
             &c,
             now_micros(),
@@ -254,6 +306,7 @@ impl CustomerService for CustomerApi {
         request: Request<proto::ListCustomersRequest>,
     ) -> Result<Response<proto::ListCustomersResponse>, Status> {
         let pii = Pii::of(&request);
+        let scope = customer_scope(&request);
         let req = request.into_inner();
         let now = now_micros();
         let mut q = CustomerQuery::parse(&req.filter, &req.order_by, now).map_err(invalid)?;
@@ -262,7 +315,7 @@ impl CustomerService for CustomerApi {
         q.after = page_token::decode(&req.page_token, &query)?;
         let (customers, next, total) = self
             .store
-            .list_customers(&q, true)
+            .list_customers(&q, true, &scope)
             .await
             .map_err(from_store)?;
         Ok(Response::new(proto::ListCustomersResponse {
@@ -280,6 +333,7 @@ impl CustomerService for CustomerApi {
         request: Request<proto::UpdateCustomerRequest>,
     ) -> Result<Response<proto::Customer>, Status> {
         let pii = Pii::of(&request);
+        let scope = customer_scope(&request);
         let req = request.into_inner();
         let c = required(&req.customer, "customer")?;
         let id = customer_id(&c.name, "customer.name")?;
@@ -300,6 +354,12 @@ impl CustomerService for CustomerApi {
             }
         }
         let input = convert::customer_fields(c).map_err(prefixed("customer"))?;
+        self.in_scope(id, &scope).await?;
+        if paths.is_empty() || paths.contains(&"owner") {
+            let owner = bakkal_domain::customer::normalise_owner(&input.owner)
+                .map_err(|why| invalid_field("customer.owner", why))?;
+            self.check_owner(&owner, "customer.owner").await?;
+        }
         let now = now_micros();
         let updated = self
             .store
@@ -315,8 +375,10 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<proto::DeleteCustomerRequest>,
     ) -> Result<Response<()>, Status> {
+        let scope = customer_scope(&request);
         let req = request.into_inner();
         let id = customer_id(&req.name, "name")?;
+        self.in_scope(id, &scope).await?;
         self.store
             .delete_customer(id, Some(req.etag.as_str()), now_micros())
             .await
@@ -330,9 +392,14 @@ impl CustomerService for CustomerApi {
         request: Request<proto::FindDuplicatesRequest>,
     ) -> Result<Response<proto::FindDuplicatesResponse>, Status> {
         let pii = Pii::of(&request);
+        let scope = customer_scope(&request);
         let id = customer_id(&request.get_ref().name, "name")?;
         let now = now_micros();
-        let found = self.store.find_duplicates(id).await.map_err(from_store)?;
+        let found = self
+            .store
+            .find_duplicates(id, &scope)
+            .await
+            .map_err(from_store)?;
         Ok(Response::new(proto::FindDuplicatesResponse {
             candidates: found
                 .into_iter()
@@ -349,6 +416,7 @@ impl CustomerService for CustomerApi {
         request: Request<proto::MergeCustomersRequest>,
     ) -> Result<Response<proto::Customer>, Status> {
         let pii = Pii::of(&request);
+        let scope = customer_scope(&request);
         let req = request.into_inner();
         let primary = customer_ref(&req.primary, "primary");
         let duplicate = customer_ref(&req.duplicate, "duplicate");
@@ -361,6 +429,8 @@ impl CustomerService for CustomerApi {
                 return Err(invalid(errs));
             }
         };
+        self.in_scope(primary, &scope).await?;
+        self.in_scope(duplicate, &scope).await?;
         let now = now_micros();
         let merged = self
             .store
@@ -375,8 +445,10 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<proto::RecordInteractionRequest>,
     ) -> Result<Response<proto::Interaction>, Status> {
+        let scope = customer_scope(&request);
         let req = request.into_inner();
         let id = customer_id(&req.parent, "parent")?;
+        self.in_scope(id, &scope).await?;
         let i = required(&req.interaction, "interaction")?;
         let i = convert::interaction_from_proto(i, id, now_micros())
             .map_err(prefixed("interaction"))?;
@@ -388,8 +460,10 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<proto::ListInteractionsRequest>,
     ) -> Result<Response<proto::ListInteractionsResponse>, Status> {
+        let scope = customer_scope(&request);
         let req = request.into_inner();
         let id = customer_id(&req.parent, "parent")?;
+        self.in_scope(id, &scope).await?;
         let size = page_token::page_size(req.page_size)?;
         let clauses = filter::parse(&req.filter, INTERACTION_FILTER_FIELDS)
             .map_err(|e| invalid_field("filter", e))?;
@@ -455,8 +529,10 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<proto::RecordOrderRequest>,
     ) -> Result<Response<proto::Order>, Status> {
+        let scope = customer_scope(&request);
         let req = request.into_inner();
         let id = customer_id(&req.parent, "parent")?;
+        self.in_scope(id, &scope).await?;
         let now = now_micros();
         let o = required(&req.order, "order")?;
         let o =
@@ -473,8 +549,10 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<proto::ListOrdersRequest>,
     ) -> Result<Response<proto::ListOrdersResponse>, Status> {
+        let scope = customer_scope(&request);
         let req = request.into_inner();
         let id = customer_id(&req.parent, "parent")?;
+        self.in_scope(id, &scope).await?;
         let size = page_token::page_size(req.page_size)?;
         let query = [req.parent.as_str()];
         let after = page_token::decode(&req.page_token, &query)?;
@@ -494,6 +572,8 @@ impl CustomerService for CustomerApi {
         request: Request<Streaming<proto::ImportCustomersRequest>>,
     ) -> Result<Response<proto::ImportCustomersResponse>, Status> {
         let mut stream = request.into_inner();
+        // owners are checked against the staff as it is when the import starts
+        let users = self.store.user_ids().await.map_err(from_store)?;
         // This task decodes and validates while a writer task stores the batches before, so
         // the import uses two cores and holds at most a few batches. When the writer falls
         // behind, the bounded channel stops this loop and the client waits on HTTP/2 flow
@@ -553,7 +633,7 @@ impl CustomerService for CustomerApi {
                 break;
             }
             match &msg.row {
-                Some(Row::Customer(c)) => match import_customer_row(row, c) {
+                Some(Row::Customer(c)) => match import_customer_row(row, c, &users) {
                     Ok(r) => pending.customers.push(r),
                     Err(reason) => pending.reject(row, reason),
                 },
@@ -609,6 +689,7 @@ impl CustomerService for CustomerApi {
         request: Request<proto::ExportCustomersRequest>,
     ) -> Result<Response<Self::ExportCustomersStream>, Status> {
         let pii = Pii::of(&request);
+        let scope = customer_scope(&request);
         let req = request.into_inner();
         let now = now_micros();
         let mut q = CustomerQuery::parse(&req.filter, "", now).map_err(invalid)?;
@@ -617,7 +698,7 @@ impl CustomerService for CustomerApi {
         let store = self.store.clone();
         tokio::spawn(async move {
             loop {
-                let (page, next, _) = match store.list_customers(&q, false).await {
+                let (page, next, _) = match store.list_customers(&q, false, &scope).await {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(Err(from_store(e))).await;

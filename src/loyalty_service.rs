@@ -6,7 +6,8 @@ use bakkal_domain::name::{customer_name, order_name, parse_customer};
 use bakkal_domain::time::now_micros;
 use bakkal_domain::ValidationError;
 use bakkal_store::{
-    LoyaltyAccount, LoyaltyProgram, LoyaltyTier, PointsTransaction, Rounding, Store, StoredProgram,
+    LoyaltyAccount, LoyaltyProgram, LoyaltyTier, PointsTransaction, RecordScope, Rounding, Store,
+    StoredProgram,
 };
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -40,6 +41,18 @@ pub struct LoyaltyApi {
 impl LoyaltyApi {
     pub fn new(store: Store) -> Self {
         Self { store }
+    }
+
+    /// NOT_FOUND (as for a customer that does not exist) unless `scope` admits customer `id`.
+    async fn in_scope(&self, id: i64, scope: &RecordScope) -> Result<(), Status> {
+        if scope.is_all() {
+            return Ok(());
+        }
+        self.store
+            .get_customer(id, scope)
+            .await
+            .map(|_| ())
+            .map_err(from_store)
     }
 }
 
@@ -257,8 +270,10 @@ impl LoyaltyApi {
         points: i64,
         reason: &str,
         request_id: &str,
+        scope: &RecordScope,
     ) -> Result<Response<proto::PointsTransaction>, Status> {
         let id = account_ref(account, "account")?;
+        self.in_scope(id, scope).await?;
         let result = self
             .store
             .change_points(
@@ -371,7 +386,9 @@ impl LoyaltyService for LoyaltyApi {
         &self,
         request: Request<proto::GetLoyaltyAccountRequest>,
     ) -> Result<Response<proto::LoyaltyAccount>, Status> {
+        let scope = crate::auth::customer_scope(&request);
         let id = account_ref(&request.into_inner().name, "name")?;
+        self.in_scope(id, &scope).await?;
         let a = self
             .store
             .loyalty_account(id, now_micros())
@@ -384,8 +401,10 @@ impl LoyaltyService for LoyaltyApi {
         &self,
         request: Request<proto::ListPointsTransactionsRequest>,
     ) -> Result<Response<proto::ListPointsTransactionsResponse>, Status> {
+        let scope = crate::auth::customer_scope(&request);
         let req = request.into_inner();
         let id = account_ref(&req.parent, "parent")?;
+        self.in_scope(id, &scope).await?;
         let size = page_token::page_size(req.page_size)?;
         let query = ["points_transactions", req.parent.as_str()];
         let after = page_token::decode(&req.page_token, &query)?;
@@ -404,6 +423,7 @@ impl LoyaltyService for LoyaltyApi {
         &self,
         request: Request<proto::RedeemPointsRequest>,
     ) -> Result<Response<proto::PointsTransaction>, Status> {
+        let scope = crate::auth::customer_scope(&request);
         let req = request.into_inner();
         let mut errs = ValidationError::new();
         if req.points <= 0 || req.points > MAX_POINTS {
@@ -418,6 +438,7 @@ impl LoyaltyService for LoyaltyApi {
             req.points,
             &req.reason,
             &req.request_id,
+            &scope,
         )
         .await
     }
@@ -426,6 +447,7 @@ impl LoyaltyService for LoyaltyApi {
         &self,
         request: Request<proto::AdjustPointsRequest>,
     ) -> Result<Response<proto::PointsTransaction>, Status> {
+        let scope = crate::auth::customer_scope(&request);
         let req = request.into_inner();
         let mut errs = ValidationError::new();
         if req.points == 0 || req.points.abs() > MAX_POINTS {
@@ -443,6 +465,7 @@ impl LoyaltyService for LoyaltyApi {
             req.points,
             &req.reason,
             &req.request_id,
+            &scope,
         )
         .await
     }

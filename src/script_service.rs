@@ -443,6 +443,8 @@ impl ScriptService for ScriptApi {
         &self,
         request: Request<proto::TestScriptRequest>,
     ) -> Result<Response<proto::TestScriptResponse>, Status> {
+        let scope = crate::auth::customer_scope(&request);
+        let pii = crate::auth::mask::Pii::of(&request);
         let req = request.into_inner();
 
         // Check the request before reading anything.
@@ -480,9 +482,14 @@ impl ScriptService for ScriptApi {
         let customer = match &req.subject {
             Some(Subject::Customer(name)) => {
                 let id = customer_ref(name, "customer").map_err(invalid)?;
-                let c = self.store.get_customer(id).await.map_err(from_store)?;
+                let c = self
+                    .store
+                    .get_customer(id, &scope)
+                    .await
+                    .map_err(from_store)?;
                 let orders = self.store.all_orders(c.id).await.map_err(from_store)?;
-                ScriptCustomer::new(c, orders)
+                // the script sees what the caller may: its result and logs carry no more
+                ScriptCustomer::new(pii.customer(c), orders)
             }
             Some(Subject::CustomerJson(text)) => {
                 let v = parse_json(text, "customer_json")?;

@@ -18,11 +18,12 @@ use bakkal_engine::model::is_attribute_key;
 use bakkal_engine::{EngineError, Rule, Tier, ValueModel};
 use bakkal_script::{ScriptHost, ScriptKind};
 use bakkal_store::{
-    parse_segment_filter, script_revision_name, Breakdown, NewSegment, Segment, Store,
+    parse_segment_filter, script_revision_name, Breakdown, NewSegment, RecordScope, Segment, Store,
 };
 use tokio::sync::Mutex;
 use tonic::{Code, Request, Response, Status};
 
+use crate::auth::mask::Pii;
 use crate::convert::{bad_script_name, customer_ref, opt_timestamp, script_ref, timestamp};
 use crate::page_token;
 use crate::proto::segment_service_server::SegmentService;
@@ -42,6 +43,33 @@ pub struct SegmentApi {
 }
 
 impl SegmentApi {
+    /// Error examples for a response: a script's message may quote the customer's data, so
+    /// without `customers.pii.read` each is scrubbed of its customer's personal data.
+    async fn examples(
+        &self,
+        e: &[bakkal_engine::ErrorExample],
+        pii: Pii,
+    ) -> Result<Vec<proto::ScriptErrorExample>, Status> {
+        let mut out = Vec::with_capacity(e.len());
+        for e in e {
+            let mut message = e.message.clone();
+            if pii == Pii::Mask {
+                if let Some(id) = bakkal_domain::name::parse_customer(&e.customer) {
+                    match self.store.get_customer(id, &RecordScope::All).await {
+                        Ok(c) => message = pii.scrub(&message, &c.fields),
+                        Err(bakkal_store::StoreError::NotFound(_)) => {}
+                        Err(err) => return Err(from_store(err)),
+                    }
+                }
+            }
+            out.push(proto::ScriptErrorExample {
+                customer: e.customer.clone(),
+                message,
+            });
+        }
+        Ok(out)
+    }
+
     pub fn new(store: Store, host: Arc<ScriptHost>) -> Self {
         Self {
             store,
@@ -159,15 +187,6 @@ fn model_to_proto(m: &ValueModel) -> proto::ValueModel {
             .collect(),
         update_time: opt_timestamp(m.update_time),
     }
-}
-
-fn examples(e: &[bakkal_engine::ErrorExample]) -> Vec<proto::ScriptErrorExample> {
-    e.iter()
-        .map(|e| proto::ScriptErrorExample {
-            customer: e.customer.clone(),
-            message: e.message.clone(),
-        })
-        .collect()
 }
 
 #[tonic::async_trait]
@@ -351,8 +370,13 @@ impl SegmentService for SegmentApi {
         &self,
         request: Request<proto::GetCustomerScoreRequest>,
     ) -> Result<Response<proto::CustomerScore>, Status> {
+        let scope = crate::auth::customer_scope(&request);
         let id = customer_ref(&request.get_ref().customer, "customer").map_err(invalid)?;
-        let (c, score) = self.store.customer_score(id).await.map_err(from_store)?;
+        let (c, score) = self
+            .store
+            .customer_score(id, &scope)
+            .await
+            .map_err(from_store)?;
         let Some(s) = score else {
             return Err(Status::failed_precondition(format!(
                 "{} has no score yet: run ComputeScores",
@@ -450,6 +474,8 @@ impl SegmentService for SegmentApi {
         &self,
         request: Request<proto::PreviewSegmentRequest>,
     ) -> Result<Response<proto::PreviewSegmentResponse>, Status> {
+        let pii = crate::auth::mask::Pii::of(&request);
+        let scope = crate::auth::customer_scope(&request);
         let req = request.into_inner();
         let sample_size = match req.sample_size {
             0 => DEFAULT_SAMPLE,
@@ -503,14 +529,16 @@ impl SegmentService for SegmentApi {
             sample_size,
             false,
             now_micros(),
+            &scope,
         )
         .await
         .map_err(from_engine)?;
+        let error_examples = self.examples(&out.error_examples, pii).await?;
         Ok(Response::new(proto::PreviewSegmentResponse {
             matched_count: out.matched_count,
             evaluated_count: out.evaluated_count,
             error_count: out.error_count,
-            error_examples: examples(&out.error_examples),
+            error_examples,
             sample: out.sample.iter().map(|&id| customer_name(id)).collect(),
             tier_breakdown: out.tier_counts.into_iter().collect(),
             duration: std_duration(out.duration),
@@ -522,6 +550,7 @@ impl SegmentService for SegmentApi {
         &self,
         request: Request<proto::RefreshSegmentRequest>,
     ) -> Result<Response<proto::RefreshSegmentResponse>, Status> {
+        let pii = crate::auth::mask::Pii::of(&request);
         let req = request.into_inner();
         let id = segment_ref(&req.name, "name")?;
         let seg = self.store.get_segment(id).await.map_err(from_store)?;
@@ -554,7 +583,7 @@ impl SegmentService for SegmentApi {
             exited_count: out.exited_count,
             evaluated_count: out.evaluation.evaluated_count,
             error_count: out.evaluation.error_count,
-            error_examples: examples(&out.evaluation.error_examples),
+            error_examples: self.examples(&out.evaluation.error_examples, pii).await?,
             duration: std_duration(out.evaluation.duration),
             evaluated_in_database: out.evaluation.in_database,
         }))
@@ -564,6 +593,7 @@ impl SegmentService for SegmentApi {
         &self,
         request: Request<proto::ListSegmentMembersRequest>,
     ) -> Result<Response<proto::ListSegmentMembersResponse>, Status> {
+        let scope = crate::auth::customer_scope(&request);
         let req = request.into_inner();
         let id = segment_ref(&req.parent, "parent")?;
         let size = page_token::page_size(req.page_size)?;
@@ -571,7 +601,7 @@ impl SegmentService for SegmentApi {
         let after = page_token::decode(&req.page_token, &query)?;
         let (ids, next) = self
             .store
-            .list_segment_members(id, size, after.as_ref())
+            .list_segment_members(id, size, after.as_ref(), &scope)
             .await
             .map_err(from_store)?;
         Ok(Response::new(proto::ListSegmentMembersResponse {

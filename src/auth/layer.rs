@@ -80,6 +80,9 @@ async fn decide(auth: &Authenticator, req: &mut Request<Body>) -> Result<(), Sta
             }
         )));
     }
+    if let Some(records) = permissions::aggregate_over(rpc.method) {
+        caller.require_all(records, rpc.method)?;
+    }
     req.extensions_mut().insert(caller);
     Ok(())
 }

@@ -17,11 +17,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bakkal_domain::access::{self, KeyError, Principal, PrincipalKind};
-use bakkal_store::{KeyOwner, Store};
+use bakkal_domain::access::{self, KeyError, Principal, PrincipalKind, Scope};
+use bakkal_store::{KeyOwner, RecordScope, Store};
 use tonic::Status;
 
-use permissions::BuiltIn;
+use permissions::{BuiltIn, Records};
 
 /// How long a resolved key (or an unknown key id) is remembered: a revoked key stops working
 /// within this time, on every server.
@@ -61,11 +61,34 @@ impl Grants {
     }
 }
 
-/// A caller as the layer resolved them: who, and what they may do.
+/// Which customers and tickets a caller's reads reach (worked out with the key, once per
+/// cache fill); handed to every scoped store read.
+#[derive(Debug, Clone)]
+pub struct Scopes {
+    pub customers: RecordScope,
+    pub tickets: RecordScope,
+    /// The scopes as the roles give them, for messages.
+    pub customer_scope: Scope,
+    pub ticket_scope: Scope,
+}
+
+impl Scopes {
+    pub fn all() -> Scopes {
+        Scopes {
+            customers: RecordScope::All,
+            tickets: RecordScope::All,
+            customer_scope: Scope::All,
+            ticket_scope: Scope::All,
+        }
+    }
+}
+
+/// A caller as the layer resolved them: who, what they may do and which records they reach.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
     pub grants: Arc<Grants>,
+    pub scopes: Arc<Scopes>,
 }
 
 impl Caller {
@@ -81,12 +104,43 @@ impl Caller {
                     .map(str::to_string)
                     .collect(),
             }),
+            scopes: Arc::new(Scopes::all()),
         }
     }
 
     pub fn reads_pii(&self) -> bool {
         self.grants.allows("customers.pii.read")
     }
+
+    /// PERMISSION_DENIED unless the caller reaches every record of `records`: an aggregate
+    /// (the pyramid, a report) over fewer would be another figure, and over all of them would
+    /// show what the caller may not see. The layer checks this for the aggregate RPCs.
+    pub fn require_all(&self, records: Records, method: &str) -> Result<(), Status> {
+        let (scope, given) = match records {
+            Records::Customers => (&self.scopes.customers, self.scopes.customer_scope),
+            Records::Tickets => (&self.scopes.tickets, self.scopes.ticket_scope),
+        };
+        if scope.is_all() {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "{method} aggregates over every one of the {}; {} reaches {} {} only",
+            records.name(),
+            self.principal.name(),
+            permissions::scope_name(given),
+            records.name()
+        )))
+    }
+}
+
+/// The customer scope of a request's caller.
+pub fn customer_scope<T>(req: &tonic::Request<T>) -> RecordScope {
+    caller_of(req).scopes.customers.clone()
+}
+
+/// The ticket scope of a request's caller.
+pub fn ticket_scope<T>(req: &tonic::Request<T>) -> RecordScope {
+    caller_of(req).scopes.tickets.clone()
 }
 
 /// Custom roles by name: their permissions.
@@ -313,6 +367,7 @@ impl Authenticator {
                     owner.key.roles.clone()
                 };
                 let grants = Arc::new(self.grants(&roles).await?);
+                let scopes = Arc::new(self.scopes(&owner, &roles).await?);
                 let caller = Caller {
                     principal: Principal {
                         kind: owner.key.parent_kind,
@@ -322,6 +377,7 @@ impl Authenticator {
                         teams: owner.teams.clone(),
                     },
                     grants,
+                    scopes,
                 };
                 Some(ResolvedKey { owner, caller })
             }
@@ -339,6 +395,38 @@ impl Authenticator {
             );
         }
         Ok(resolved)
+    }
+
+    /// The record scopes of a key's owner with `roles`: a user's reach (their own, their
+    /// teams', their reports'); a service account owns nothing, so anything narrower than ALL
+    /// reaches nothing.
+    async fn scopes(&self, owner: &KeyOwner, roles: &[String]) -> Result<Scopes, Status> {
+        let customer_scope = permissions::scope_of(roles, Records::Customers);
+        let ticket_scope = permissions::scope_of(roles, Records::Tickets);
+        let narrowed = |s: Scope| {
+            if s == Scope::All {
+                RecordScope::All
+            } else {
+                RecordScope::nothing()
+            }
+        };
+        let (customers, tickets) = match owner.key.parent_kind {
+            PrincipalKind::User => self
+                .store
+                .user_scopes(owner.key.parent_id, customer_scope, ticket_scope)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "record scope lookup failed");
+                    Status::unavailable("cannot check permissions now; retry")
+                })?,
+            _ => (narrowed(customer_scope), narrowed(ticket_scope)),
+        };
+        Ok(Scopes {
+            customers,
+            tickets,
+            customer_scope,
+            ticket_scope,
+        })
     }
 
     /// The union of the permissions of `roles`; unknown role names grant nothing.

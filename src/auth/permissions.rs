@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use bakkal_domain::access::Scope;
+
 /// Which records a permission is about; built-in roles are defined over families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Family {
@@ -666,6 +668,28 @@ pub const EXTRA_PERMISSIONS: &[(&str, &str)] = &[(
     "see e-mail, phone, birth date and street-level data unmasked",
 )];
 
+/// The aggregate RPCs: figures over every record of a family, which a caller whose record
+/// scope over it is narrower than ALL may not call (PERMISSION_DENIED, checked in the layer).
+pub const AGGREGATES: &[(&str, Records)] = &[
+    ("bakkal.v1.SegmentService/GetPyramid", Records::Customers),
+    (
+        "bakkal.v1.CampaignService/GetCampaignReport",
+        Records::Customers,
+    ),
+    (
+        "bakkal.v1.ServiceDeskService/GetServiceReport",
+        Records::Tickets,
+    ),
+];
+
+/// The family an aggregate RPC (`service/method`) sums over.
+pub fn aggregate_over(method: &str) -> Option<Records> {
+    AGGREGATES
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, r)| *r)
+}
+
 /// The entry for a request path (`/service/method`).
 pub fn lookup(path: &str) -> Option<&'static Rpc> {
     let method = path.strip_prefix('/')?;
@@ -679,6 +703,51 @@ pub fn all_permissions() -> BTreeSet<&'static str> {
         .map(|r| r.permission)
         .chain(EXTRA_PERMISSIONS.iter().map(|(p, _)| *p))
         .collect()
+}
+
+/// The record families a role's record scope is given for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    /// Customers (and what hangs off one: orders, interactions, scores, loyalty, offers), by
+    /// their owner.
+    Customers,
+    /// Service-desk tickets, by their assignee and team.
+    Tickets,
+}
+
+pub const RECORDS: &[Records] = &[Records::Customers, Records::Tickets];
+
+impl Records {
+    pub fn name(self) -> &'static str {
+        match self {
+            Records::Customers => "customers",
+            Records::Tickets => "tickets",
+        }
+    }
+}
+
+pub fn scope_name(s: Scope) -> &'static str {
+    match s {
+        Scope::Own => "OWN",
+        Scope::Team => "TEAM",
+        Scope::All => "ALL",
+    }
+}
+
+/// The record scope of a principal with `roles` over `records`: the widest of what its
+/// built-in roles give. Custom roles add permissions, not reach: they take the scope of the
+/// built-in roles beside them, and a principal with custom roles only reaches every record.
+/// Built-in roles that give nothing of this family leave it at OWN.
+pub fn scope_of(roles: &[String], records: Records) -> Scope {
+    let built_in: Vec<BuiltIn> = roles.iter().filter_map(|r| BuiltIn::parse(r)).collect();
+    if built_in.is_empty() && !roles.is_empty() {
+        return Scope::All;
+    }
+    built_in
+        .iter()
+        .filter_map(|b| b.scope(records))
+        .max()
+        .unwrap_or(Scope::Own)
 }
 
 /// A built-in role.
@@ -743,7 +812,11 @@ impl BuiltIn {
             }
             BuiltIn::AgentLead => "an agent who also runs teams, agents, SLA policies, articles and the service report",
             BuiltIn::SalesRep => "customers they work with: reads, creates and updates them, records interactions and orders",
-            BuiltIn::SalesManager => "a sales rep who also reads segments, the pyramid and campaign reports",
+            BuiltIn::SalesManager => {
+                "a sales rep who also sees their team's and reports' customers and reads \
+                 segments and campaigns (the pyramid and campaign reports need ALL customers: \
+                 denied at TEAM scope)"
+            }
             BuiltIn::Auditor => "reads users, service accounts, keys and roles; identity",
         }
     }
@@ -817,6 +890,20 @@ impl BuiltIn {
         }
     }
 
+    /// How far this role reaches into `records`; `None` when it gives nothing of them (so it
+    /// does not widen another role's scope).
+    pub fn scope(self, records: Records) -> Option<Scope> {
+        use Records::{Customers as C, Tickets as T};
+        match (self, records) {
+            (BuiltIn::Auditor, _) => None,
+            (BuiltIn::SalesRep, C) => Some(Scope::Own),
+            (BuiltIn::SalesManager, C) => Some(Scope::Team),
+            (BuiltIn::SalesRep | BuiltIn::SalesManager | BuiltIn::Marketer, T) => None,
+            (BuiltIn::Agent, T) => Some(Scope::Team),
+            _ => Some(Scope::All),
+        }
+    }
+
     /// Does this role see personal data unmasked?
     pub fn reads_pii(self) -> bool {
         matches!(
@@ -854,14 +941,24 @@ pub fn markdown() -> String {
          Health (`grpc.health.v1.Health`) is always open; reflection needs any valid credential \
          when authentication is on. A principal with several roles has the union of their \
          permissions; custom roles (`AccessService.CreateRole`) list permissions by name.\n\n\
-         ## Built-in roles\n\n| role | what it is for | `customers.pii.read` |\n|---|---|---|\n",
+         ## Built-in roles\n\n\
+         Record scope (see the README's \"Record scope\"): OWN is the records a user owns or is \
+         assigned; TEAM adds those of the users sharing a team with them and of their reports, \
+         and tickets queued to their teams; ALL is every record; — means the role gives none \
+         of that family. Several roles: the widest; custom roles add permissions, not reach (ALL \
+         when a principal has custom roles only).\n\n\
+         | role | what it is for | `customers.pii.read` | customers | tickets |\n\
+         |---|---|---|---|---|\n",
     );
     for b in BUILT_IN {
+        let scope = |r| b.scope(r).map(scope_name).unwrap_or("—");
         s.push_str(&format!(
-            "| `{}` | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} |\n",
             b.name(),
             b.description(),
-            if b.reads_pii() { "yes" } else { "no" }
+            if b.reads_pii() { "yes" } else { "no" },
+            scope(Records::Customers),
+            scope(Records::Tickets),
         ));
     }
     s.push_str("\n## RPCs\n\n| RPC | permission | effect | roles |\n|---|---|---|---|\n");
@@ -882,6 +979,14 @@ pub fn markdown() -> String {
             },
             roles.join(", ")
         ));
+    }
+    s.push_str(
+        "\n## Aggregates\n\nThese sum over every record of a family: a caller whose record scope \
+         over it is narrower than ALL is denied (PERMISSION_DENIED) even with the permission.\n\n\
+         | RPC | over |\n|---|---|\n",
+    );
+    for (m, r) in AGGREGATES {
+        s.push_str(&format!("| `{m}` | {} |\n", r.name()));
     }
     s.push_str(
         "\n## Other permissions\n\n| permission | what it allows | roles |\n|---|---|---|\n",
@@ -936,6 +1041,9 @@ mod tests {
                 "{m} is served but has no entry in the permission table (it would be denied)"
             );
         }
+        for (m, _) in AGGREGATES {
+            assert!(seen.contains(m), "aggregate {m} is not in the table");
+        }
     }
 
     #[test]
@@ -957,6 +1065,24 @@ mod tests {
                 assert!(!BuiltIn::Auditor.grants(r), "auditor may {}", r.permission);
             }
         }
+    }
+
+    #[test]
+    fn several_roles_take_the_widest_scope_of_those_reaching_the_family() {
+        let roles = |rs: &[&str]| rs.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        let c = Records::Customers;
+        assert_eq!(scope_of(&roles(&["sales_rep"]), c), Scope::Own);
+        assert_eq!(
+            scope_of(&roles(&["sales_rep", "sales_manager"]), c),
+            Scope::Team
+        );
+        // the auditor reaches no customers, so it does not widen the rep's scope
+        assert_eq!(scope_of(&roles(&["sales_rep", "auditor"]), c), Scope::Own);
+        assert_eq!(scope_of(&roles(&["sales_rep", "analyst"]), c), Scope::All);
+        assert_eq!(scope_of(&roles(&["agent"]), Records::Tickets), Scope::Team);
+        assert_eq!(scope_of(&roles(&[]), Records::Tickets), Scope::Own);
+        assert_eq!(scope_of(&roles(&["my_custom"]), c), Scope::All);
+        assert_eq!(scope_of(&roles(&["sales_rep", "my_custom"]), c), Scope::Own);
     }
 
     #[test]

@@ -198,10 +198,11 @@ pub async fn search_articles(
 pub async fn suggest_articles(
     store: &Store,
     req: proto::SuggestArticlesRequest,
+    scope: &bakkal_store::RecordScope,
 ) -> Result<Response<proto::SuggestArticlesResponse>, Status> {
     let id = reference(&req.ticket, "tickets", "ticket")?;
     let size = result_size(req.page_size, 5)?;
-    let t = store.get_ticket(id).await.map_err(from_store)?;
+    let t = store.get_ticket(id, scope).await.map_err(from_store)?;
     let query = format!("{} {}", t.subject, t.description);
     // The ticket's topic first, then anything else that matches.
     let mut hits = Vec::new();

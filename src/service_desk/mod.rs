@@ -16,12 +16,13 @@ use bakkal_domain::ticket::ticket_name;
 use bakkal_domain::ValidationError;
 use bakkal_script::ScriptHost;
 use bakkal_store::{
-    AgentFields, NewTicket, SlaPolicyFields, Store, TeamFields, TicketChanges, TicketCustomer,
-    TICKET_FILTER_FIELDS, TICKET_SORT_FIELDS,
+    AgentFields, NewTicket, RecordScope, SlaPolicyFields, Store, TeamFields, TicketChanges,
+    TicketCustomer, TICKET_FILTER_FIELDS, TICKET_SORT_FIELDS,
 };
 use tonic::{Request, Response, Status};
 
 use crate::auth::mask::Pii;
+use crate::auth::ticket_scope;
 use crate::config::{Clock, DeskConfig};
 use crate::page_token;
 use crate::proto;
@@ -116,6 +117,21 @@ fn check_team(t: &proto::Team, paths: &[&str], into: &mut TeamFields, errs: &mut
     }
     if has("email") {
         into.email = email(errs, "team.email", &t.email).unwrap_or_default();
+    }
+}
+
+impl ServiceDeskApi {
+    /// NOT_FOUND (as for a ticket that does not exist) unless `scope` admits ticket `id`:
+    /// what a write on one ticket checks first.
+    async fn ticket_in_scope(&self, id: i64, scope: &RecordScope) -> Result<(), Status> {
+        if scope.is_all() {
+            return Ok(());
+        }
+        self.store
+            .get_ticket(id, scope)
+            .await
+            .map(|_| ())
+            .map_err(from_store)
     }
 }
 
@@ -222,8 +238,13 @@ impl ServiceDeskService for ServiceDeskApi {
         request: Request<proto::GetTicketRequest>,
     ) -> Result<Response<proto::Ticket>, Status> {
         let pii = Pii::of(&request);
+        let scope = ticket_scope(&request);
         let id = reference(&request.get_ref().name, "tickets", "name")?;
-        let t = self.store.get_ticket(id).await.map_err(from_store)?;
+        let t = self
+            .store
+            .get_ticket(id, &scope)
+            .await
+            .map_err(from_store)?;
         Ok(Response::new(ticket_to_proto(&t, pii)))
     }
 
@@ -232,6 +253,7 @@ impl ServiceDeskService for ServiceDeskApi {
         request: Request<proto::ListTicketsRequest>,
     ) -> Result<Response<proto::ListTicketsResponse>, Status> {
         let pii = Pii::of(&request);
+        let scope = ticket_scope(&request);
         let req = request.into_inner();
         let size = page_token::page_size(req.page_size)?;
         let clauses = bakkal_domain::filter::parse(&req.filter, TICKET_FILTER_FIELDS)
@@ -251,7 +273,7 @@ impl ServiceDeskService for ServiceDeskApi {
         let after = page_token::decode(&req.page_token, &query)?;
         let (list, next) = self
             .store
-            .list_tickets(&clauses, &field, descending, size, after.as_ref())
+            .list_tickets(&clauses, &field, descending, size, after.as_ref(), &scope)
             .await
             .map_err(from_store)?;
         Ok(Response::new(proto::ListTicketsResponse {
@@ -265,11 +287,13 @@ impl ServiceDeskService for ServiceDeskApi {
         request: Request<proto::UpdateTicketRequest>,
     ) -> Result<Response<proto::Ticket>, Status> {
         let pii = Pii::of(&request);
+        let scope = ticket_scope(&request);
         let req = request.into_inner();
         let Some(t) = req.ticket else {
             return Err(invalid_field("ticket", "is required"));
         };
         let id = reference(&t.name, "tickets", "ticket.name")?;
+        self.ticket_in_scope(id, &scope).await?;
         let mut paths = mask_paths(&req.update_mask);
         check_mask(&paths, TICKET_UPDATABLE)?;
         if paths.is_empty() {
@@ -352,8 +376,10 @@ impl ServiceDeskService for ServiceDeskApi {
         &self,
         request: Request<proto::AddTicketCommentRequest>,
     ) -> Result<Response<proto::TicketComment>, Status> {
+        let scope = ticket_scope(&request);
         let req = request.into_inner();
         let id = reference(&req.parent, "tickets", "parent")?;
+        self.ticket_in_scope(id, &scope).await?;
         let Some(c) = req.comment else {
             return Err(invalid_field("comment", "is required"));
         };
@@ -375,6 +401,7 @@ impl ServiceDeskService for ServiceDeskApi {
         &self,
         request: Request<proto::ListTicketCommentsRequest>,
     ) -> Result<Response<proto::ListTicketCommentsResponse>, Status> {
+        let scope = ticket_scope(&request);
         let req = request.into_inner();
         let id = reference(&req.parent, "tickets", "parent")?;
         let size = page_token::page_size(req.page_size)?;
@@ -383,7 +410,7 @@ impl ServiceDeskService for ServiceDeskApi {
         let after = page_token::decode(&req.page_token, &query)?;
         let (list, next) = self
             .store
-            .list_ticket_comments(id, size, after.as_ref())
+            .list_ticket_comments(id, size, after.as_ref(), &scope)
             .await
             .map_err(from_store)?;
         Ok(Response::new(proto::ListTicketCommentsResponse {
@@ -397,8 +424,10 @@ impl ServiceDeskService for ServiceDeskApi {
         request: Request<proto::ResolveTicketRequest>,
     ) -> Result<Response<proto::Ticket>, Status> {
         let pii = Pii::of(&request);
+        let scope = ticket_scope(&request);
         let req = request.into_inner();
         let id = reference(&req.name, "tickets", "name")?;
+        self.ticket_in_scope(id, &scope).await?;
         let mut errs = ValidationError::new();
         let resolution = text(&mut errs, "resolution", &req.resolution, false, MAX_BODY);
         let article = (!req.article.trim().is_empty())
@@ -424,8 +453,10 @@ impl ServiceDeskService for ServiceDeskApi {
         request: Request<proto::ReopenTicketRequest>,
     ) -> Result<Response<proto::Ticket>, Status> {
         let pii = Pii::of(&request);
+        let scope = ticket_scope(&request);
         let req = request.into_inner();
         let id = reference(&req.name, "tickets", "name")?;
+        self.ticket_in_scope(id, &scope).await?;
         let mut errs = ValidationError::new();
         let reason = text(&mut errs, "reason", &req.reason, false, MAX_BODY);
         errs.into_result().map_err(invalid)?;
@@ -442,8 +473,10 @@ impl ServiceDeskService for ServiceDeskApi {
         request: Request<proto::RateTicketRequest>,
     ) -> Result<Response<proto::Ticket>, Status> {
         let pii = Pii::of(&request);
+        let scope = ticket_scope(&request);
         let req = request.into_inner();
         let id = reference(&req.name, "tickets", "name")?;
+        self.ticket_in_scope(id, &scope).await?;
         let mut errs = ValidationError::new();
         if !(1..=5).contains(&req.score) {
             errs.add(
@@ -466,13 +499,14 @@ impl ServiceDeskService for ServiceDeskApi {
         request: Request<proto::ListOverdueTicketsRequest>,
     ) -> Result<Response<proto::ListOverdueTicketsResponse>, Status> {
         let pii = Pii::of(&request);
+        let scope = ticket_scope(&request);
         let req = request.into_inner();
         let size = page_token::page_size(req.page_size)?;
         let query = ["overdue"];
         let after = page_token::decode(&req.page_token, &query)?;
         let (list, next) = self
             .store
-            .list_overdue_tickets(size, after.as_ref())
+            .list_overdue_tickets(size, after.as_ref(), &scope)
             .await
             .map_err(from_store)?;
         Ok(Response::new(proto::ListOverdueTicketsResponse {
@@ -742,7 +776,8 @@ impl ServiceDeskService for ServiceDeskApi {
         &self,
         request: Request<proto::SuggestArticlesRequest>,
     ) -> Result<Response<proto::SuggestArticlesResponse>, Status> {
-        articles::suggest_articles(&self.store, request.into_inner()).await
+        let scope = ticket_scope(&request);
+        articles::suggest_articles(&self.store, request.into_inner(), &scope).await
     }
 
     async fn get_service_report(

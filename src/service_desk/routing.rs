@@ -11,7 +11,9 @@ use bakkal_domain::name::parse_id;
 use bakkal_domain::time::Micros;
 use bakkal_domain::{Customer, CustomerFields, OrderTotals};
 use bakkal_script::{ScriptCustomer, ScriptHost, ScriptKind, ScriptTicket};
-use bakkal_store::{script_revision_name, NewTicket, Store, StoreError, TicketCustomer};
+use bakkal_store::{
+    script_revision_name, NewTicket, RecordScope, Store, StoreError, TicketCustomer,
+};
 use tonic::Status;
 
 use crate::status::from_store;
@@ -20,7 +22,11 @@ use crate::status::from_store;
 /// contact, the prospect it will become.
 async fn customer_for(store: &Store, new: &NewTicket, now: Micros) -> Result<Customer, Status> {
     match &new.customer {
-        TicketCustomer::Id(id) => store.get_customer(*id).await.map_err(from_store),
+        // the ticket's own customer, whoever opens it (routing is the desk's, not the caller's)
+        TicketCustomer::Id(id) => store
+            .get_customer(*id, &RecordScope::All)
+            .await
+            .map_err(from_store),
         TicketCustomer::Contact {
             email,
             phone,

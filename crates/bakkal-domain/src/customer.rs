@@ -153,6 +153,29 @@ fn text(errs: &mut ValidationError, field: &str, value: &str) -> String {
     v.to_string()
 }
 
+/// A customer's owner: empty, or the staff user responsible, `users/{id}`.
+pub fn normalise_owner(value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(String::new());
+    }
+    crate::name::parse_id(v, "users")
+        .map(|id| format!("users/{id}"))
+        .ok_or_else(|| format!("'{}' is not a user's name like users/3", quote(v)))
+}
+
+fn owner(errs: &mut ValidationError, value: &str) -> String {
+    normalise_owner(value).unwrap_or_else(|why| {
+        errs.add("owner", why);
+        String::new()
+    })
+}
+
+/// The user id of an owner (`users/{id}`); `None` when there is none.
+pub fn owner_id(owner: &str) -> Option<i64> {
+    crate::name::parse_id(owner, "users")
+}
+
 impl CustomerFields {
     /// Validate and normalise. Every problem is reported, each under its field name.
     pub fn normalised(self) -> Result<CustomerFields, ValidationError> {
@@ -236,7 +259,7 @@ impl CustomerFields {
         }
         let region = text(&mut errs, "region", &self.region);
         let city = text(&mut errs, "city", &self.city);
-        let owner = text(&mut errs, "owner", &self.owner);
+        let owner = owner(&mut errs, &self.owner);
         errs.into_result()?;
         Ok(CustomerFields {
             display_name,

@@ -14,7 +14,7 @@ use bakkal_domain::filter::Clause;
 use bakkal_domain::name::customer_name;
 use bakkal_domain::time::Micros;
 use bakkal_script::{Cancel, CompiledScript, ScriptCustomer, ScriptHost};
-use bakkal_store::{BatchCustomer, PredicateClause, Segment, Store};
+use bakkal_store::{BatchCustomer, PredicateClause, RecordScope, Segment, Store};
 
 use crate::EngineError;
 
@@ -155,8 +155,10 @@ fn judge(host: &ScriptHost, script: &CompiledScript, b: BatchCustomer, now: Micr
     }
 }
 
-/// Run `rule` over every live customer matching `clauses`: as SQL when it is a pure
-/// predicate, by the interpreter otherwise.
+/// Run `rule` over every live customer matching `clauses` that `scope` admits (a preview
+/// sees the caller's customers; a refresh all of them): as SQL when it is a pure predicate,
+/// by the interpreter otherwise.
+#[allow(clippy::too_many_arguments)]
 pub async fn evaluate(
     store: &Store,
     host: &Arc<ScriptHost>,
@@ -165,6 +167,7 @@ pub async fn evaluate(
     sample_size: usize,
     collect_ids: bool,
     now: Micros,
+    scope: &RecordScope,
 ) -> Result<Evaluation, EngineError> {
     let started = Instant::now();
     if let Some(predicate) = &rule.predicate {
@@ -173,14 +176,16 @@ pub async fn evaluate(
             ..Evaluation::default()
         };
         if collect_ids {
-            let (evaluated, ids) = store.predicate_members(clauses, predicate, now).await?;
+            let (evaluated, ids) = store
+                .predicate_members(clauses, predicate, now, scope)
+                .await?;
             out.evaluated_count = evaluated;
             out.matched_count = ids.len() as i64;
             out.sample = ids.iter().take(sample_size).copied().collect();
             out.matched_ids = ids;
         } else {
             let (evaluated, tiers, sample) = store
-                .predicate_preview(clauses, predicate, sample_size, now)
+                .predicate_preview(clauses, predicate, sample_size, now, scope)
                 .await?;
             out.evaluated_count = evaluated;
             out.sample = sample;
@@ -205,11 +210,19 @@ pub async fn evaluate(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<BatchCustomer>, EngineError>>(1);
     let reader_store = store.clone();
     let reader_clauses = clauses.to_vec();
+    let reader_scope = scope.clone();
     let reader = tokio::spawn(async move {
         let mut after = 0;
         loop {
             let batch = reader_store
-                .customer_batch(after, limit, &reader_clauses, with_orders, now)
+                .customer_batch(
+                    after,
+                    limit,
+                    &reader_clauses,
+                    with_orders,
+                    now,
+                    &reader_scope,
+                )
                 .await;
             let batch = match batch {
                 Ok(b) => b,
@@ -340,7 +353,8 @@ pub async fn refresh(
     now: Micros,
 ) -> Result<RefreshOutcome, EngineError> {
     let started = Instant::now();
-    let mut evaluation = evaluate(store, host, rule, clauses, 0, true, now).await?;
+    let mut evaluation =
+        evaluate(store, host, rule, clauses, 0, true, now, &RecordScope::All).await?;
     let new = std::mem::take(&mut evaluation.matched_ids);
     let elapsed = started.elapsed();
     // the store diffs `new` against the members as they are inside its transaction

@@ -364,14 +364,14 @@ impl Store {
                 ),
                 (Some(id), _) | (None, Some(id)) => {
                     let existing = load_live(conn, id).await?;
-                    if let (None, Some(mine), Some(theirs)) = (e, &f.email, &existing.fields.email)
-                    {
+                    if let (None, Some(_), Some(_)) = (e, &f.email, &existing.fields.email) {
                         // matched by phone only, but the row names another email: two
-                        // identities, not an update
+                        // identities, not an update (the holder's address is not repeated:
+                        // it is personal data)
                         out.reject(
                             r.row,
                             format!(
-                                "phone belongs to {} whose email is {theirs}, not {mine}",
+                                "phone belongs to {} whose email is another",
                                 customer_name(id)
                             ),
                         );

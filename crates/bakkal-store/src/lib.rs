@@ -23,6 +23,7 @@ mod orders;
 mod outbox;
 mod page;
 mod products;
+mod scope;
 mod scripts;
 mod segments;
 mod service_report;
@@ -70,6 +71,7 @@ pub use observe::{PoolStatus, StoreObserver, WorkFigures};
 pub use offers::{OfferCampaign, OfferFingerprint};
 pub use outbox::{DeliveryOutcome, MessageParent, OutboxMessage};
 pub use page::Cursor;
+pub use scope::{RecordScope, Visible};
 pub use scripts::{
     script_name, script_revision_name, NewScript, Script, ScriptChanges, ScriptRevision,
 };

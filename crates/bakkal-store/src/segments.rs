@@ -12,10 +12,10 @@ use bakkal_domain::{
 };
 use sqlx::Row;
 
-use crate::args::{bind, Arg, SqlBuilder};
+use crate::args::{bind, bind_as, Arg, SqlBuilder};
 use crate::customers::{load_live, push_clauses, CUSTOMER_COLUMNS};
 use crate::page::Cursor;
-use crate::{Result, Store, StoreError};
+use crate::{RecordScope, Result, Store, StoreError};
 
 /// Fields a segment's base filter may use.
 pub const SEGMENT_FILTER_FIELDS: &[(&str, FieldKind)] = &[
@@ -336,12 +336,18 @@ fn json_field(backend: crate::Backend, i: usize, ty: &str) -> String {
 }
 
 /// The live customers matching the base filter and the predicate, as `FROM … WHERE …`.
-fn predicate_from(clauses: &[Clause], predicate: &[PredicateClause], now: Micros) -> SqlBuilder {
+fn predicate_from(
+    clauses: &[Clause],
+    predicate: &[PredicateClause],
+    now: Micros,
+    scope: &RecordScope,
+) -> SqlBuilder {
     let mut b = SqlBuilder::new(
         " FROM customers LEFT JOIN customer_scores s ON s.customer_id = id \
          WHERE merged_into IS NULL AND deleted_time IS NULL",
     );
     push_segment_clauses(&mut b, clauses, now);
+    scope.push_customers(&mut b, "");
     let day = bakkal_domain::time::MICROS_PER_DAY;
     for p in predicate {
         let expr = match p.column {
@@ -587,8 +593,12 @@ impl Store {
 
     /// A customer's score (merges followed). NOT_FOUND for no such customer; `None` when it
     /// has not been scored yet.
-    pub async fn customer_score(&self, id: i64) -> Result<(Customer, Option<CustomerScore>)> {
-        let c = self.cached_customer(id).await?;
+    pub async fn customer_score(
+        &self,
+        id: i64,
+        scope: &RecordScope,
+    ) -> Result<(Customer, Option<CustomerScore>)> {
+        let c = self.get_customer(id, scope).await?;
         let row: Option<(f64, String, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT score, tier, rfm_r, rfm_f, rfm_m, compute_time FROM customer_scores \
              WHERE customer_id = $1",
@@ -762,6 +772,7 @@ impl Store {
         clauses: &[Clause],
         with_orders: bool,
         now: Micros,
+        scope: &RecordScope,
     ) -> Result<Vec<BatchCustomer>> {
         // One row per batch: the customers as a JSON array of arrays, which costs far less
         // than a driver row per customer.
@@ -772,6 +783,7 @@ impl Store {
         ));
         b.arg(Arg::Int(after));
         push_segment_clauses(&mut b, clauses, now);
+        scope.push_customers(&mut b, "");
         b.push(" ORDER BY id LIMIT ").arg(Arg::Int(limit as i64));
         let sql = format!(
             "SELECT {} FROM ({}) t",
@@ -823,8 +835,9 @@ impl Store {
         predicate: &[PredicateClause],
         sample: usize,
         now: Micros,
+        scope: &RecordScope,
     ) -> Result<(i64, Vec<(Option<String>, i64)>, Vec<i64>)> {
-        let base = predicate_from(clauses, &[], now);
+        let base = predicate_from(clauses, &[], now, scope);
         let evaluated: i64 = bind(
             sqlx::query(&format!("SELECT COUNT(*){}", base.sql)),
             &base.args,
@@ -832,7 +845,7 @@ impl Store {
         .fetch_one(&mut *self.acquire().await?)
         .await?
         .try_get(0)?;
-        let b = predicate_from(clauses, predicate, now);
+        let b = predicate_from(clauses, predicate, now, scope);
         let rows = bind(
             sqlx::query(&format!("SELECT s.tier, COUNT(*){} GROUP BY s.tier", b.sql)),
             &b.args,
@@ -862,8 +875,9 @@ impl Store {
         clauses: &[Clause],
         predicate: &[PredicateClause],
         now: Micros,
+        scope: &RecordScope,
     ) -> Result<(i64, Vec<i64>)> {
-        let base = predicate_from(clauses, &[], now);
+        let base = predicate_from(clauses, &[], now, scope);
         let evaluated: i64 = bind(
             sqlx::query(&format!("SELECT COUNT(*){}", base.sql)),
             &base.args,
@@ -874,7 +888,7 @@ impl Store {
         let mut out = Vec::new();
         let mut after = 0;
         loop {
-            let mut b = predicate_from(clauses, predicate, now);
+            let mut b = predicate_from(clauses, predicate, now, scope);
             b.push(" AND id > ").arg(Arg::Int(after));
             b.push(" ORDER BY id LIMIT ").arg(Arg::Int(ID_CHUNK));
             let sql = format!(
@@ -1067,12 +1081,13 @@ impl Store {
         Ok((seg, entered.len() as i64, exited.len() as i64))
     }
 
-    /// A page of a segment's members (customer ids, ascending).
+    /// A page of a segment's members (customer ids, ascending) that `scope` admits.
     pub async fn list_segment_members(
         &self,
         segment_id: i64,
         page_size: usize,
         after: Option<&Cursor>,
+        scope: &RecordScope,
     ) -> Result<(Vec<i64>, Option<Cursor>)> {
         let after = match after {
             None => 0,
@@ -1080,15 +1095,19 @@ impl Store {
             Some(_) => return Err(crate::customers::bad_token()),
         };
         self.get_segment(segment_id).await?;
-        let ids: Vec<(i64,)> = sqlx::query_as(
-            "SELECT customer_id FROM segment_members WHERE segment_id = $1 AND customer_id > $2 \
-             ORDER BY customer_id LIMIT $3",
-        )
-        .bind(segment_id)
-        .bind(after)
-        .bind(page_size as i64 + 1)
-        .fetch_all(&mut *self.acquire().await?)
-        .await?;
+        let mut b = SqlBuilder::new(
+            "SELECT m.customer_id FROM segment_members m JOIN customers c ON c.id = m.customer_id \
+             WHERE m.segment_id = ",
+        );
+        b.arg(Arg::Int(segment_id))
+            .push(" AND m.customer_id > ")
+            .arg(Arg::Int(after));
+        scope.push_customers(&mut b, "c.");
+        b.push(" ORDER BY m.customer_id LIMIT ")
+            .arg(Arg::Int(page_size as i64 + 1));
+        let ids: Vec<(i64,)> = bind_as(sqlx::query_as(&b.sql), &b.args)
+            .fetch_all(&mut *self.acquire().await?)
+            .await?;
         let ids: Vec<i64> = ids.into_iter().map(|(id,)| id).collect();
         let (ids, next) = crate::page::split_page(ids, page_size, |&id| Cursor::Int(id, id));
         Ok((ids, next))

@@ -14,6 +14,6 @@ fn encode_list<T: serde::Serialize>(v: &[T]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
-fn decode_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
+pub(crate) fn decode_list<T: serde::de::DeserializeOwned>(s: &str) -> Vec<T> {
     serde_json::from_str(s).unwrap_or_default()
 }

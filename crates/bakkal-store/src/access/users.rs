@@ -217,7 +217,7 @@ impl Store {
     /// the token carries a verified address) the user with `email` who is bound to no subject.
     /// A user bound to a subject is reached only through it.
     pub async fn user_for_token(&self, subject: &str, email: Option<&str>) -> Result<Option<User>> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.acquire().await?;
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE oidc_subject = $1");
         if let Some(r) = sqlx::query(&sql)
             .bind(subject.to_string())

@@ -15,10 +15,18 @@ pub(super) fn national_suffix(phone: &str) -> Option<&str> {
 }
 
 impl Store {
-    /// Live customers that look like the same person as `id`.
-    pub async fn find_duplicates(&self, id: i64) -> Result<Vec<DuplicateCandidate>> {
+    /// Live customers that look like the same person as `id`, among those `scope` admits
+    /// (`id` out of scope is not found).
+    pub async fn find_duplicates(
+        &self,
+        id: i64,
+        scope: &RecordScope,
+    ) -> Result<Vec<DuplicateCandidate>> {
         let mut conn = self.acquire().await?;
         let me = load_live(&mut conn, id).await?;
+        if !scope.admits_owner(&me.fields.owner) {
+            return Err(StoreError::NotFound(customer_name(id)));
+        }
         let f = &me.fields;
         let name_key = f.name_key();
         let local = f
@@ -51,6 +59,9 @@ impl Store {
         for r in rows {
             let other = customer_from_row(&r)?.customer;
             let o = &other.fields;
+            if !scope.admits_owner(&o.owner) {
+                continue;
+            }
             let same_name = !name_key.is_empty() && o.name_key() == name_key;
             let mut reasons = Vec::new();
             if same_name && f.birth_date.is_some() && o.birth_date == f.birth_date {

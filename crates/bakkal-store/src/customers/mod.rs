@@ -16,7 +16,7 @@ use sqlx::{AnyConnection, Row};
 use crate::args::{bind, bind_as, Arg, SqlBuilder};
 use crate::lock::{lock_key, lock_row};
 use crate::page::Cursor;
-use crate::{Result, Store, StoreError};
+use crate::{RecordScope, Result, Store, StoreError};
 mod merge;
 mod query;
 mod write;
@@ -232,7 +232,7 @@ pub(crate) async fn check_unique(
         ("email", "email_key", &f.email, &email_key),
         ("phone", "phone", &f.phone, &f.phone),
     ] {
-        let (Some(value), Some(key)) = (value, key) else {
+        let (Some(_), Some(key)) = (value, key) else {
             continue;
         };
         // `column` is chosen here, never the caller's text
@@ -245,8 +245,10 @@ pub(crate) async fn check_unique(
             return Err(StoreError::AlreadyExists {
                 existing: customer_name(holder),
                 field: format!("customer.{field}"),
+                // the value is not repeated: it is the holder's personal data, which a caller
+                // without the right to read it must not learn in an error
                 message: format!(
-                    "a customer with {field} {value} already exists: {}",
+                    "a customer with this {field} already exists: {}",
                     customer_name(holder)
                 ),
             });

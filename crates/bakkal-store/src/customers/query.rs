@@ -160,9 +160,14 @@ pub(crate) fn push_clauses(b: &mut SqlBuilder, clauses: &[Clause], now: Micros) 
 }
 
 impl Store {
-    /// The live customer `id` is (following merges).
-    pub async fn get_customer(&self, id: i64) -> Result<Customer> {
-        self.cached_customer(id).await
+    /// The live customer `id` is (following merges), if `scope` admits it: one out of scope
+    /// is not found, with the error of one that does not exist.
+    pub async fn get_customer(&self, id: i64, scope: &RecordScope) -> Result<Customer> {
+        let c = self.cached_customer(id).await?;
+        if !scope.admits_owner(&c.fields.owner) {
+            return Err(StoreError::NotFound(customer_name(id)));
+        }
+        Ok(c)
     }
 
     /// One page of customers and the cursor of the next page, with the total matching count.
@@ -170,12 +175,14 @@ impl Store {
         &self,
         q: &CustomerQuery,
         with_total: bool,
+        scope: &RecordScope,
     ) -> Result<(Vec<Customer>, Option<Cursor>, i64)> {
         let (expr, kind) = sort_expr(&q.order_by.field);
         let mut b = SqlBuilder::new(format!(
             "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE merged_into IS NULL AND deleted_time IS NULL"
         ));
         push_clauses(&mut b, &q.clauses, q.now);
+        scope.push_customers(&mut b, "");
         let total_sql = b.sql.replacen(CUSTOMER_COLUMNS, "COUNT(*)", 1);
         let total_args = b.args.clone();
         let (cmp, dir) = if q.order_by.descending {

@@ -24,7 +24,7 @@ use crate::args::{bind, Arg, SqlBuilder};
 use crate::customers::{insert_customer, load_live};
 use crate::lock::lock_row;
 use crate::page::{split_page, Cursor};
-use crate::{Backend, Result, Store, StoreError};
+use crate::{Backend, RecordScope, Result, Store, StoreError};
 
 // ---- types -------------------------------------------------------------------------------
 

@@ -139,21 +139,26 @@ impl Store {
         &self,
         page_size: usize,
         after: Option<&Cursor>,
+        scope: &RecordScope,
     ) -> Result<(Vec<Ticket>, Option<Cursor>)> {
         let (k, id) = match after {
             None => (-1, 0),
             Some(Cursor::Int(k, id)) => (*k, *id),
             Some(_) => return Err(crate::customers::bad_token()),
         };
-        let sql = format!(
-            "SELECT {TICKET_COLUMNS} FROM tickets WHERE overdue_key IS NOT NULL \
-             AND (overdue_key > $1 OR (overdue_key = $1 AND id > $2)) \
-             ORDER BY overdue_key, id LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(k)
-            .bind(id)
-            .bind(page_size as i64 + 1)
+        let mut b = SqlBuilder::new(format!(
+            "SELECT {TICKET_COLUMNS} FROM tickets WHERE overdue_key IS NOT NULL AND (overdue_key > "
+        ));
+        b.arg(Arg::Int(k))
+            .push(" OR (overdue_key = ")
+            .arg(Arg::Int(k))
+            .push(" AND id > ")
+            .arg(Arg::Int(id))
+            .push("))");
+        scope.push_tickets(&mut b);
+        b.push(" ORDER BY overdue_key, id LIMIT ")
+            .arg(Arg::Int(page_size as i64 + 1));
+        let rows = bind(sqlx::query(&b.sql), &b.args)
             .fetch_all(&mut *self.acquire().await?)
             .await?;
         let out = rows

@@ -357,9 +357,15 @@ impl Store {
         Ok(t)
     }
 
-    pub async fn get_ticket(&self, id: i64) -> Result<Ticket> {
+    /// Ticket `id`, if `scope` admits it: one out of scope is not found, with the error of
+    /// one that does not exist.
+    pub async fn get_ticket(&self, id: i64, scope: &RecordScope) -> Result<Ticket> {
         let mut conn = self.acquire().await?;
-        load_ticket(&mut conn, id, "").await
+        let t = load_ticket(&mut conn, id, "").await?;
+        if !scope.admits_ticket(t.assignee_id, t.team_id) {
+            return Err(StoreError::NotFound(ticket_name(id)));
+        }
+        Ok(t)
     }
 
     /// Tickets matching `clauses` (from [`TICKET_FILTER_FIELDS`]; `team`, `assignee` and
@@ -371,8 +377,10 @@ impl Store {
         descending: bool,
         page_size: usize,
         after: Option<&Cursor>,
+        scope: &RecordScope,
     ) -> Result<(Vec<Ticket>, Option<Cursor>)> {
         let mut b = SqlBuilder::new(format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE 1 = 1"));
+        scope.push_tickets(&mut b);
         for cl in clauses {
             let text = match &cl.value {
                 Value::Text(t) => t.clone(),
@@ -595,8 +603,9 @@ impl Store {
         ticket_id: i64,
         page_size: usize,
         after: Option<&Cursor>,
+        scope: &RecordScope,
     ) -> Result<(Vec<TicketComment>, Option<Cursor>)> {
-        self.get_ticket(ticket_id).await?;
+        self.get_ticket(ticket_id, scope).await?;
         let sql = format!(
             "SELECT {COMMENT_COLUMNS} FROM ticket_comments WHERE ticket_id = $1 AND id > $2 \
              ORDER BY id LIMIT $3"
