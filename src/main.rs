@@ -88,6 +88,41 @@ impl DeliveryArgs {
     }
 }
 
+/// Transport security (README: TLS).
+#[derive(clap::Args, Clone)]
+struct TlsArgs {
+    /// Serve TLS with this PEM certificate chain (the server's certificate first); needs
+    /// --tls-key. Without it the server speaks plaintext HTTP/2.
+    #[arg(long, env = "BAKKAL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "BAKKAL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// mTLS: require a client certificate issued by a CA in this PEM file. A certificate speaks
+    /// for the service account listing its SHA-256 fingerprint. Turns authentication on.
+    #[arg(long, env = "BAKKAL_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
+    /// With --tls-client-ca: let clients without a certificate connect (they authenticate
+    /// with an API key); a certificate from another CA is still refused.
+    #[arg(
+        long,
+        env = "BAKKAL_TLS_CLIENT_AUTH_OPTIONAL",
+        requires = "tls_client_ca"
+    )]
+    tls_client_auth_optional: bool,
+}
+
+impl TlsArgs {
+    fn into_config(self) -> Option<bakkal::tls::TlsConfig> {
+        Some(bakkal::tls::TlsConfig {
+            cert: self.tls_cert?,
+            key: self.tls_key?,
+            client_ca: self.tls_client_ca,
+            client_auth_optional: self.tls_client_auth_optional,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 // Parsed once at start-up: the size of `Serve` (all the server's flags) costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -110,6 +145,8 @@ enum Command {
         desk_message_script: Option<String>,
         #[command(flatten)]
         delivery: DeliveryArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// How often the campaign scheduler looks for due runs, events and stopped runs
         /// (milliseconds); a stopped server's run is resumed after 30 ticks.
         #[arg(long, env = "BAKKAL_SCHEDULER_TICK_MS", default_value_t = 1000)]
@@ -208,6 +245,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // one rustls crypto provider for the whole process (TLS, the NATS client)
+    bakkal::tls::install_crypto_provider();
     // Log lines are formatted on the calling thread and written by a background one, so a slow
     // terminal or pipe never stalls a request; nothing is dropped (lossy: false).
     let cli = Cli::parse();
@@ -233,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
             outbox_file,
             desk_message_script,
             delivery,
+            tls,
             scheduler_tick_ms,
             loyalty_sweep_secs,
             require_auth,
@@ -272,6 +312,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 future_tolerance: Duration::from_secs(future_tolerance_secs),
                 default_currency: default_currency.map(|c| c.trim().to_uppercase()),
+                tls: tls.into_config(),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -371,6 +412,7 @@ async fn main() -> anyhow::Result<()> {
                 connections: Default::default(),
                 future_tolerance: std::time::Duration::from_secs(300),
                 default_currency: None,
+                tls: None,
             };
             let store = server::open_store(&config).await?;
             store.close().await;

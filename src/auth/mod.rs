@@ -1,5 +1,5 @@
-//! Access control in the transport: who is calling (an API key resolved to a [`Principal`])
-//! and whether they may call this RPC (the one permission table in [`permissions`]). Both run
+//! Access control in the transport: who is calling (an API key, or over mTLS a client
+//! certificate, resolved to a [`Principal`]) and whether they may call this RPC (the one permission table in [`permissions`]). Both run
 //! in a tower layer ([`layer`]) before a request's body is decoded; the principal travels in
 //! the request's extensions. [`service`] is `bakkal.v1.AccessService`; [`keys`] makes keys
 //! (for the service and for `bakkal keys create`).
@@ -19,6 +19,8 @@ use bakkal_store::{KeyOwner, Store};
 use tonic::Status;
 
 use permissions::BuiltIn;
+
+use crate::connections::ClientCertificate;
 
 /// How long a resolved key (or an unknown key id) is remembered: a revoked key stops working
 /// within this time, on every server.
@@ -58,6 +60,9 @@ impl Grants {
 pub struct Caller {
     pub principal: Principal,
     pub grants: Arc<Grants>,
+    /// The SHA-256 fingerprint of the client certificate that authenticated the call (mTLS,
+    /// no bearer token sent).
+    pub certificate: Option<String>,
 }
 
 impl Caller {
@@ -73,6 +78,7 @@ impl Caller {
                     .map(str::to_string)
                     .collect(),
             }),
+            certificate: None,
         }
     }
 
@@ -97,11 +103,26 @@ struct CachedKey {
     resolved: Option<ResolvedKey>,
 }
 
+/// A client certificate's service account as authentication needs it: active or not, and the
+/// caller it is (`None`: no account lists the certificate).
+#[derive(Clone)]
+struct ResolvedCertificate {
+    account: String,
+    active: bool,
+    caller: Caller,
+}
+
+struct CachedCertificate {
+    at: Instant,
+    resolved: Option<ResolvedCertificate>,
+}
+
 /// Resolves credentials to callers, with a short cache in front of the store.
 pub struct Authenticator {
     store: Store,
     enabled: bool,
     keys: Mutex<HashMap<String, CachedKey>>,
+    certificates: Mutex<HashMap<String, CachedCertificate>>,
     custom_roles: Mutex<Option<(Instant, Arc<RoleBook>)>>,
     open: Caller,
 }
@@ -112,6 +133,7 @@ impl Authenticator {
             store,
             enabled,
             keys: Mutex::new(HashMap::new()),
+            certificates: Mutex::new(HashMap::new()),
             custom_roles: Mutex::new(None),
             open: Caller::open(),
         }
@@ -126,21 +148,35 @@ impl Authenticator {
         if let Ok(mut k) = self.keys.lock() {
             k.clear();
         }
+        if let Ok(mut c) = self.certificates.lock() {
+            c.clear();
+        }
         if let Ok(mut r) = self.custom_roles.lock() {
             *r = None;
         }
     }
 
-    /// The caller of a request with these headers: the open caller when authentication is off;
-    /// UNAUTHENTICATED for a missing, malformed, unknown, revoked or expired credential.
-    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
+    /// The caller of a request with these headers over a connection whose client presented
+    /// `certificate` (mTLS): the open caller when authentication is off; else the bearer key
+    /// when one is sent (it wins over the certificate), else the service account that lists
+    /// the certificate. UNAUTHENTICATED for a missing, malformed, unknown, revoked or expired
+    /// credential, and for a certificate no active service account lists.
+    pub async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<Caller, Status> {
         if !self.enabled {
             return Ok(self.open.clone());
         }
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return Err(Status::unauthenticated(
-                "this server requires a credential: send `authorization: Bearer <API key>`",
-            ));
+            return match certificate {
+                Some(c) => self.by_certificate(c).await,
+                None => Err(Status::unauthenticated(
+                    "this server requires a credential: send `authorization: Bearer <API key>` \
+                     (or, over mTLS, a client certificate mapped to a service account)",
+                )),
+            };
         };
         let text = value
             .to_str()
@@ -182,6 +218,80 @@ impl Authenticator {
         Ok(caller)
     }
 
+    /// The service account listing client certificate `c`, through the cache.
+    async fn by_certificate(&self, c: &ClientCertificate) -> Result<Caller, Status> {
+        let resolved = self.resolve_certificate(&c.sha256).await?;
+        let Some(r) = resolved else {
+            return Err(Status::unauthenticated(format!(
+                "the client certificate sha256:{} is not listed by any service account \
+                 (AccessService.UpdateServiceAccount client_certificate_sha256)",
+                c.sha256
+            )));
+        };
+        if !r.active {
+            return Err(Status::unauthenticated(format!(
+                "the owner of the client certificate sha256:{} ({}) is deactivated",
+                c.sha256, r.account
+            )));
+        }
+        Ok(r.caller)
+    }
+
+    async fn resolve_certificate(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<ResolvedCertificate>, Status> {
+        if let Ok(cache) = self.certificates.lock() {
+            if let Some(c) = cache.get(sha256) {
+                if c.at.elapsed() < KEY_CACHE_TTL {
+                    return Ok(c.resolved.clone());
+                }
+            }
+        }
+        let account = self
+            .store
+            .service_account_by_certificate(sha256)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "client certificate lookup failed");
+                Status::unavailable("cannot check credentials now; retry")
+            })?;
+        let resolved = match account {
+            None => None,
+            Some(a) => {
+                let grants = Arc::new(self.grants(&a.roles).await?);
+                Some(ResolvedCertificate {
+                    account: a.name(),
+                    active: a.active,
+                    caller: Caller {
+                        principal: Principal {
+                            kind: PrincipalKind::ServiceAccount,
+                            id: a.id,
+                            key_id: None,
+                            roles: a.roles.clone(),
+                            teams: Vec::new(),
+                        },
+                        grants,
+                        certificate: Some(sha256.to_string()),
+                    },
+                })
+            }
+        };
+        if let Ok(mut cache) = self.certificates.lock() {
+            if cache.len() > 10_000 {
+                cache.retain(|_, c| c.at.elapsed() < KEY_CACHE_TTL);
+            }
+            cache.insert(
+                sha256.to_string(),
+                CachedCertificate {
+                    at: Instant::now(),
+                    resolved: resolved.clone(),
+                },
+            );
+        }
+        Ok(resolved)
+    }
+
     /// Key `key_id` with the caller it speaks for, through the cache; `None`: no such key.
     async fn resolve(&self, key_id: &str) -> Result<Option<ResolvedKey>, Status> {
         if let Ok(cache) = self.keys.lock() {
@@ -213,6 +323,7 @@ impl Authenticator {
                         teams: owner.teams.clone(),
                     },
                     grants,
+                    certificate: None,
                 };
                 Some(ResolvedKey { owner, caller })
             }
