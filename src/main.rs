@@ -38,6 +38,12 @@ struct DeliveryArgs {
     #[arg(long = "sink", env = "BAKKAL_SINKS", value_delimiter = ',',
           value_parser = bakkal::config::parse_sink_flag)]
     sinks: Vec<(String, SinkKind)>,
+    /// `CHANNEL=whsec_…`, repeatable (env: comma-separated): sign that channel's webhook
+    /// deliveries (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature). `*`:
+    /// every webhook channel without its own. Two for one channel during a rotation.
+    #[arg(long = "webhook-secret", env = "BAKKAL_WEBHOOK_SECRETS", value_delimiter = ',',
+          value_parser = bakkal::config::parse_webhook_secret_flag, hide_env_values = true)]
+    webhook_secrets: Vec<(String, bakkal::config::WebhookSecret)>,
     /// Attempts before a message that keeps failing is dead-lettered (DEAD).
     #[arg(long, env = "BAKKAL_DELIVERY_MAX_ATTEMPTS", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -83,6 +89,7 @@ impl DeliveryArgs {
             nats_url: self.nats_url,
             nats_subject_prefix: self.nats_subject_prefix,
             nats_stream: self.nats_stream,
+            webhook_secrets: self.webhook_secrets,
             ..DeliveryConfig::default()
         }
     }
