@@ -166,7 +166,7 @@ enum Command {
         #[arg(long, env = "BAKKAL_REQUIRE_AUTH")]
         require_auth: bool,
         /// Serve a non-loopback address without authentication (trusted networks only).
-        #[arg(long, env = "BAKKAL_INSECURE_NO_AUTH", conflicts_with = "require_auth")]
+        #[arg(long, env = "BAKKAL_INSECURE_NO_AUTH", conflicts_with_all = ["require_auth", "tls_client_ca"])]
         insecure_no_auth: bool,
         /// Client connections open at once; the next waits until one closes.
         #[arg(long, env = "BAKKAL_MAX_CLIENT_CONNECTIONS", default_value_t = 4096)]

@@ -365,7 +365,8 @@ async fn check_auth_posture(
         anyhow::bail!(
             "authentication is on (--require-auth, --tls-client-ca, or a non-loopback address) \
              but no API key exists yet: create the first with `bakkal keys create --role admin \
-             --name ops --database-url …`, or pass --insecure-no-auth on a trusted network"
+             --name ops --database-url …`, or pass --insecure-no-auth on a trusted network \
+             (without --tls-client-ca)"
         );
     }
     tracing::info!(
