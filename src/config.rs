@@ -43,6 +43,8 @@ pub struct Config {
     pub default_currency: Option<String>,
     /// The Prometheus endpoint (`--metrics-listen`); off by default.
     pub metrics: crate::metrics::MetricsConfig,
+    /// TLS and mTLS (`tls.rs`); `None`: plaintext.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Config {
@@ -65,6 +67,7 @@ impl Config {
             future_tolerance: Duration::from_secs(300),
             default_currency: None,
             metrics: crate::metrics::MetricsConfig::default(),
+            tls: None,
         }
     }
 }
@@ -170,6 +173,60 @@ pub fn parse_sink_flag(s: &str) -> Result<(String, SinkKind), String> {
     Ok((channel, SinkKind::parse(sink.trim())?))
 }
 
+/// A Standard Webhooks signing secret: `whsec_` and the base64 of 24 to 64 random bytes. Its
+/// `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "whsec_… ({} bytes)", self.key.len())
+    }
+}
+
+impl WebhookSecret {
+    /// `whsec_<base64>`.
+    pub fn parse(s: &str) -> Result<WebhookSecret, String> {
+        use base64::Engine as _;
+        let Some(b64) = s.trim().strip_prefix("whsec_") else {
+            return Err("a webhook secret reads whsec_<base64>".into());
+        };
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| "the part after whsec_ is not base64".to_string())?;
+        if !(24..=64).contains(&key.len()) {
+            return Err(format!(
+                "a webhook secret holds 24 to 64 bytes, this one {}",
+                key.len()
+            ));
+        }
+        Ok(WebhookSecret { key })
+    }
+
+    /// The HMAC key (the decoded bytes).
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+/// `CHANNEL=whsec_…`: the secret that signs the webhook deliveries of a channel (`*`: every
+/// webhook channel without its own). Repeated for one channel during a rotation: each signs.
+pub fn parse_webhook_secret_flag(s: &str) -> Result<(String, WebhookSecret), String> {
+    let (channel, secret) = s
+        .split_once('=')
+        .ok_or_else(|| "not CHANNEL=whsec_… (e.g. email=whsec_…)".to_string())?;
+    let channel = channel.trim().to_ascii_lowercase();
+    if !SINK_CHANNELS.contains(&channel.as_str()) {
+        return Err(format!(
+            "unknown channel '{channel}'; use one of {}",
+            SINK_CHANNELS.join(", ")
+        ));
+    }
+    Ok((channel, WebhookSecret::parse(secret)?))
+}
+
 /// How the outbox is delivered: a sink per channel, retries and the NATS connection.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -190,6 +247,8 @@ pub struct DeliveryConfig {
     pub nats_stream: Option<String>,
     /// How often an idle dispatcher looks for due messages.
     pub poll_interval: std::time::Duration,
+    /// `(channel or "*", secret)`: Standard Webhooks signing secrets of webhook sinks.
+    pub webhook_secrets: Vec<(String, WebhookSecret)>,
 }
 
 impl Default for DeliveryConfig {
@@ -204,6 +263,7 @@ impl Default for DeliveryConfig {
             nats_subject_prefix: "bakkal.messages".into(),
             nats_stream: None,
             poll_interval: std::time::Duration::from_millis(200),
+            webhook_secrets: Vec::new(),
         }
     }
 }
@@ -216,5 +276,23 @@ impl DeliveryConfig {
             .or_else(|| find("*"))
             .map(|(_, k)| k)
             .unwrap_or(&SinkKind::File)
+    }
+
+    /// The secrets that sign `channel`'s webhook deliveries: its own, else `*`'s (none:
+    /// unsigned).
+    pub fn webhook_secrets_for(&self, channel: &str) -> Vec<WebhookSecret> {
+        let of = |c: &str| -> Vec<WebhookSecret> {
+            self.webhook_secrets
+                .iter()
+                .filter(|(ch, _)| ch == c)
+                .map(|(_, s)| s.clone())
+                .collect()
+        };
+        let own = of(channel);
+        if own.is_empty() {
+            of("*")
+        } else {
+            own
+        }
     }
 }

@@ -14,7 +14,7 @@ use bakkal_store::{DeliveryOutcome, OutboxMessage, Store};
 use rand::Rng as _;
 use tokio::sync::watch;
 
-use crate::config::{DeliveryConfig, SinkKind};
+use crate::config::{DeliveryConfig, SinkKind, WebhookSecret};
 use crate::sinks::{file::FileSink, nats::NatsSink, webhook::WebhookSink, Attempt, Sink};
 
 const BATCH: usize = 200;
@@ -22,25 +22,38 @@ const LEASE_MICROS: i64 = 60_000_000;
 
 /// The sinks in use and which channel goes to which.
 pub struct Sinks {
-    kinds: Vec<(SinkKind, Arc<Sink>)>,
+    /// A sink per kind and, for webhooks, the secrets that sign its deliveries.
+    kinds: Vec<(SinkKind, Vec<WebhookSecret>, Arc<Sink>)>,
     config: DeliveryConfig,
 }
 
 impl Sinks {
     /// Build the sinks the configuration names (the file sink always: it is the default).
     pub async fn build(config: &DeliveryConfig, outbox_file: PathBuf) -> anyhow::Result<Sinks> {
-        let mut kinds: Vec<(SinkKind, Arc<Sink>)> = vec![(
+        let mut kinds: Vec<(SinkKind, Vec<WebhookSecret>, Arc<Sink>)> = vec![(
             SinkKind::File,
+            Vec::new(),
             Arc::new(Sink::File(FileSink::new(outbox_file))),
         )];
-        for (_, kind) in &config.sinks {
-            if kinds.iter().any(|(k, _)| k == kind) {
+        for (channel, kind) in &config.sinks {
+            let secrets = match kind {
+                SinkKind::Webhook(_) => config.webhook_secrets_for(channel),
+                _ => Vec::new(),
+            };
+            if kinds.iter().any(|(k, s, _)| k == kind && *s == secrets) {
                 continue;
             }
             let sink = match kind {
                 SinkKind::File => continue,
                 SinkKind::Webhook(url) => {
-                    Sink::Webhook(WebhookSink::new(url, config.send_timeout)?)
+                    if secrets.is_empty() {
+                        tracing::warn!(
+                            %channel,
+                            %url,
+                            "webhook deliveries are not signed (pass --webhook-secret)"
+                        );
+                    }
+                    Sink::Webhook(WebhookSink::new(url, config.send_timeout, secrets.clone())?)
                 }
                 SinkKind::Nats => Sink::Nats(
                     NatsSink::connect(
@@ -52,7 +65,7 @@ impl Sinks {
                     .await?,
                 ),
             };
-            kinds.push((kind.clone(), Arc::new(sink)));
+            kinds.push((kind.clone(), secrets, Arc::new(sink)));
         }
         Ok(Sinks {
             kinds,
@@ -62,7 +75,14 @@ impl Sinks {
 
     fn index_for(&self, channel: &str) -> usize {
         let kind = self.config.sink_for(channel);
-        self.kinds.iter().position(|(k, _)| k == kind).unwrap_or(0)
+        let secrets = match kind {
+            SinkKind::Webhook(_) => self.config.webhook_secrets_for(channel),
+            _ => Vec::new(),
+        };
+        self.kinds
+            .iter()
+            .position(|(k, s, _)| k == kind && *s == secrets)
+            .unwrap_or(0)
     }
 
     /// Deliver a claimed batch: each sink gets its messages (sinks run concurrently); returns
@@ -75,7 +95,7 @@ impl Sinks {
         let mut runs = Vec::new();
         for (i, group) in groups.iter().enumerate() {
             if !group.is_empty() {
-                let sink = self.kinds[i].1.clone();
+                let sink = self.kinds[i].2.clone();
                 runs.push(async move { (i, sink.deliver(group).await) });
             }
         }
@@ -122,7 +142,7 @@ impl Sinks {
         for ch in crate::config::SINK_CHANNELS.iter().filter(|c| **c != "*") {
             parts.push(format!(
                 "{ch}={}",
-                self.kinds[self.index_for(ch)].1.describe()
+                self.kinds[self.index_for(ch)].2.describe()
             ));
         }
         parts.join(" ")
@@ -236,5 +256,37 @@ mod tests {
             &SinkKind::Webhook("http://h/x".into())
         );
         assert_eq!(config.sink_for("sms"), &SinkKind::Nats);
+    }
+
+    #[test]
+    fn webhook_secrets_parse_and_pick_the_channel_else_star() {
+        use crate::config::parse_webhook_secret_flag as parse;
+        let a = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let b = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        assert!(parse("email").is_err());
+        assert!(parse("fax=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
+        assert!(
+            parse("email=MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err(),
+            "no whsec_"
+        );
+        assert!(parse("email=whsec_not*base64").is_err());
+        assert!(parse("email=whsec_c2hvcnQ=").is_err(), "too short");
+        let secret = parse(&format!("email={a}")).unwrap().1;
+        assert!(
+            !format!("{secret:?}").contains("MfKQ"),
+            "Debug shows no key"
+        );
+        let config = DeliveryConfig {
+            webhook_secrets: [format!("email={a}"), format!("email={b}"), format!("*={b}")]
+                .iter()
+                .map(|s| parse(s).unwrap())
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(config.webhook_secrets_for("email").len(), 2);
+        assert_eq!(
+            config.webhook_secrets_for("sms"),
+            [crate::config::WebhookSecret::parse(b).unwrap()]
+        );
     }
 }

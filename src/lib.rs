@@ -24,6 +24,7 @@ pub mod server;
 pub mod service_desk;
 mod sinks;
 pub mod status;
+pub mod tls;
 mod tracing_layer;
 
 /// The generated protobuf types and gRPC clients and servers.

@@ -38,6 +38,12 @@ struct DeliveryArgs {
     #[arg(long = "sink", env = "BAKKAL_SINKS", value_delimiter = ',',
           value_parser = bakkal::config::parse_sink_flag)]
     sinks: Vec<(String, SinkKind)>,
+    /// `CHANNEL=whsec_…`, repeatable (env: comma-separated): sign that channel's webhook
+    /// deliveries (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature). `*`:
+    /// every webhook channel without its own. Two for one channel during a rotation.
+    #[arg(long = "webhook-secret", env = "BAKKAL_WEBHOOK_SECRETS", value_delimiter = ',',
+          value_parser = bakkal::config::parse_webhook_secret_flag, hide_env_values = true)]
+    webhook_secrets: Vec<(String, bakkal::config::WebhookSecret)>,
     /// Attempts before a message that keeps failing is dead-lettered (DEAD).
     #[arg(long, env = "BAKKAL_DELIVERY_MAX_ATTEMPTS", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -83,6 +89,7 @@ impl DeliveryArgs {
             nats_url: self.nats_url,
             nats_subject_prefix: self.nats_subject_prefix,
             nats_stream: self.nats_stream,
+            webhook_secrets: self.webhook_secrets,
             ..DeliveryConfig::default()
         }
     }
@@ -109,6 +116,41 @@ impl OidcArgs {
             issuer: self.oidc_issuer?,
             audience: self.oidc_audience?,
             jwks: bakkal::auth::oidc::jwks::JwksSource::parse(&self.oidc_jwks?),
+        })
+    }
+}
+
+/// Transport security (README: TLS).
+#[derive(clap::Args, Clone)]
+struct TlsArgs {
+    /// Serve TLS with this PEM certificate chain (the server's certificate first); needs
+    /// --tls-key. Without it the server speaks plaintext HTTP/2.
+    #[arg(long, env = "BAKKAL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "BAKKAL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// mTLS: require a client certificate issued by a CA in this PEM file. A certificate speaks
+    /// for the service account listing its SHA-256 fingerprint. Turns authentication on.
+    #[arg(long, env = "BAKKAL_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
+    /// With --tls-client-ca: let clients without a certificate connect (they authenticate
+    /// with an API key); a certificate from another CA is still refused.
+    #[arg(
+        long,
+        env = "BAKKAL_TLS_CLIENT_AUTH_OPTIONAL",
+        requires = "tls_client_ca"
+    )]
+    tls_client_auth_optional: bool,
+}
+
+impl TlsArgs {
+    fn into_config(self) -> Option<bakkal::tls::TlsConfig> {
+        Some(bakkal::tls::TlsConfig {
+            cert: self.tls_cert?,
+            key: self.tls_key?,
+            client_ca: self.tls_client_ca,
+            client_auth_optional: self.tls_client_auth_optional,
         })
     }
 }
@@ -150,6 +192,8 @@ enum Command {
         desk_message_script: Option<String>,
         #[command(flatten)]
         delivery: DeliveryArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// How often the campaign scheduler looks for due runs, events and stopped runs
         /// (milliseconds); a stopped server's run is resumed after 30 ticks.
         #[arg(long, env = "BAKKAL_SCHEDULER_TICK_MS", default_value_t = 1000)]
@@ -162,7 +206,7 @@ enum Command {
         #[arg(long, env = "BAKKAL_REQUIRE_AUTH")]
         require_auth: bool,
         /// Serve a non-loopback address without authentication (trusted networks only).
-        #[arg(long, env = "BAKKAL_INSECURE_NO_AUTH", conflicts_with = "require_auth")]
+        #[arg(long, env = "BAKKAL_INSECURE_NO_AUTH", conflicts_with_all = ["require_auth", "tls_client_ca"])]
         insecure_no_auth: bool,
         #[command(flatten)]
         oidc: OidcArgs,
@@ -256,6 +300,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // one rustls crypto provider for the whole process (TLS, the NATS client)
+    bakkal::tls::install_crypto_provider();
     // Log lines are formatted on the calling thread and written by a background one, so a slow
     // terminal or pipe never stalls a request; nothing is dropped (lossy: false).
     let cli = Cli::parse();
@@ -281,6 +327,7 @@ async fn main() -> anyhow::Result<()> {
             outbox_file,
             desk_message_script,
             delivery,
+            tls,
             scheduler_tick_ms,
             loyalty_sweep_secs,
             require_auth,
@@ -332,6 +379,7 @@ async fn main() -> anyhow::Result<()> {
                     listen: metrics_listen,
                     ..Default::default()
                 },
+                tls: tls.into_config(),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -433,6 +481,7 @@ async fn main() -> anyhow::Result<()> {
                 future_tolerance: std::time::Duration::from_secs(300),
                 default_currency: None,
                 metrics: Default::default(),
+                tls: None,
             };
             let store = server::open_store(&config).await?;
             store.close().await;

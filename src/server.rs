@@ -156,6 +156,12 @@ pub async fn run(
             anyhow::bail!("--default-currency {c} is not an ISO 4217 code like TRY or EUR");
         }
     }
+    // before the database: a bad certificate or key stops the start at once
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
     // The metrics listener first, so a taken port fails the start before any work.
     let metrics = match config.metrics.listen {
         Some(at) => {
@@ -350,7 +356,19 @@ pub async fn run(
         max_streams = limits.max_streams,
         "client connection limits"
     );
-    let incoming = crate::connections::incoming(listener, limits);
+    match &config.tls {
+        Some(t) if t.verifies_clients() => tracing::info!(
+            client_certificates = if t.client_auth_optional {
+                "optional"
+            } else {
+                "required"
+            },
+            "TLS on, client certificates verified (mTLS)"
+        ),
+        Some(_) => tracing::info!("TLS on"),
+        None => tracing::info!("TLS off: plaintext HTTP/2 (pass --tls-cert and --tls-key)"),
+    }
+    let incoming = crate::connections::incoming(listener, limits, tls);
     let result = Server::builder()
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
@@ -390,15 +408,17 @@ pub async fn run(
     result.context("server failed")
 }
 
-/// Whether this server authenticates (see `AuthConfig::enabled_for`), refusing to start when
-/// it must but has no way to (no live API key yet and no OIDC provider), and saying loudly
-/// when it runs open.
+/// Whether this server authenticates (see `AuthConfig::enabled_for`; also whenever it verifies
+/// client certificates), refusing to start when it must but has no way to (no live API key
+/// yet, no OIDC provider, nor a service account listing a client certificate), and saying
+/// loudly when it runs open.
 async fn check_auth_posture(
     config: &Config,
     addr: std::net::SocketAddr,
     store: &Store,
 ) -> anyhow::Result<bool> {
-    if !config.auth.enabled_for(addr) {
+    let mtls = config.tls.as_ref().is_some_and(|t| t.verifies_clients());
+    if !config.auth.enabled_for(addr) && !mtls {
         if addr.ip().is_loopback() {
             tracing::warn!(
                 %addr,
@@ -421,14 +441,28 @@ async fn check_auth_posture(
         tracing::info!(%addr, live_keys = keys, issuer = %oidc.issuer, "authentication on: every call but health needs an API key or a bearer token from the OIDC issuer");
         return Ok(true);
     }
-    if keys == 0 {
+    let certificate_accounts = if mtls {
+        store
+            .certificate_account_count()
+            .await
+            .context("cannot count service accounts with client certificates")?
+    } else {
+        0
+    };
+    if keys == 0 && certificate_accounts == 0 {
         anyhow::bail!(
-            "authentication is on (--require-auth, or a non-loopback address) but no API key \
-             exists yet: create the first with `bakkal keys create --role admin --name ops \
-             --database-url …`, or pass --insecure-no-auth on a trusted network"
+            "authentication is on (--require-auth, --tls-client-ca, or a non-loopback address) \
+             but no API key exists yet: create the first with `bakkal keys create --role admin \
+             --name ops --database-url …`, or pass --insecure-no-auth on a trusted network \
+             (without --tls-client-ca)"
         );
     }
-    tracing::info!(%addr, live_keys = keys, "authentication on: every call but health needs an API key");
+    tracing::info!(
+        %addr,
+        live_keys = keys,
+        certificate_accounts,
+        "authentication on: every call but health needs an API key or a mapped client certificate"
+    );
     Ok(true)
 }
 

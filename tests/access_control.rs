@@ -123,6 +123,7 @@ async fn key_for(server: &TestServer, admin: &str, role: &str) -> (String, Strin
                 roles: vec![role.to_string()],
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .expect("service account")

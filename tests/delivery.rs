@@ -23,7 +23,20 @@ use tonic::Code;
 struct Seen {
     idempotency_key: String,
     body: serde_json::Value,
+    /// The body as sent, byte for byte.
+    raw: Vec<u8>,
+    /// Every header, names lowercased.
+    headers: Vec<(String, String)>,
     status: u16,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Answers request `n` (0-based, over all connections) with `plan(n)`; keeps connections
@@ -79,6 +92,7 @@ async fn serve(
         }
         assert!(line.starts_with("POST /hook "), "request line {line:?}");
         let (mut length, mut key) = (0usize, String::new());
+        let mut headers = Vec::new();
         loop {
             let mut header = String::new();
             read.read_line(&mut header).await?;
@@ -87,6 +101,7 @@ async fn serve(
                 break;
             }
             if let Some((name, value)) = header.split_once(':') {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
                 match name.trim().to_ascii_lowercase().as_str() {
                     "content-length" => length = value.trim().parse().unwrap_or(0),
                     "idempotency-key" => key = value.trim().to_string(),
@@ -102,6 +117,8 @@ async fn serve(
             log.push(Seen {
                 idempotency_key: key,
                 body: serde_json::from_slice(&body).expect("JSON body"),
+                raw: body,
+                headers,
                 status,
             });
             status
@@ -300,6 +317,163 @@ async fn webhook_retries_until_delivered_once() {
             !server.outbox_file.exists(),
             "email went to the webhook, not the file"
         );
+        server
+    })
+    .await;
+}
+
+// ---- Standard Webhooks signatures, checked by a receiver of our own ---------------------------
+
+/// HMAC-SHA256 (RFC 2104) written out over SHA-256, independent of the server's `hmac` crate.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// A receiver's check: does one of the `v1,` signatures in `header` sign `id.timestamp.body`
+/// with the key of `secret` (`whsec_<base64>`)?
+fn verifies(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    let want = b64.encode(hmac_sha256(&key, &signed));
+    header
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .any(|s| s == want)
+}
+
+fn random_secret() -> String {
+    use base64::Engine as _;
+    let mut key = [0u8; 32];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut key[..]);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+#[test]
+fn the_receivers_check_accepts_the_standard_webhooks_example() {
+    // the specification's own example, so the check below is known to be right
+    assert!(verifies(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "1614265330",
+        br#"{"test": 2432232314}"#,
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_are_signed_with_each_secret() {
+    let rx = Receiver::start(|n| if n < 1 { 503 } else { 200 }).await;
+    let rx = &rx;
+    // a rotation: the old and the new secret both sign email; sms has its own, unused here
+    let (old, new, other) = (random_secret(), random_secret(), random_secret());
+    let (old, new, other) = (&old, &new, &other);
+    let secrets = [
+        format!("email={old}"),
+        format!("email={new}"),
+        format!("*={other}"),
+    ];
+    let tweak = |c: &mut Config| {
+        webhook(&rx.url, 5, 30)(c);
+        c.delivery.webhook_secrets = secrets
+            .iter()
+            .map(|s| bakkal::config::parse_webhook_secret_flag(s).unwrap())
+            .collect();
+    };
+    on_both(tweak, |server| async move {
+        rx.seen.lock().unwrap().clear();
+        customers(&server, 1).await;
+        let campaign = email_campaign(&server).await;
+        launch(&server, &campaign).await;
+        let done = settled(&server, &campaign, 1).await;
+        let m = &done[0];
+        assert_eq!(m.status, MessageStatus::Delivered as i32, "{m:?}");
+        let seen = rx.seen();
+        assert_eq!(seen.len(), 2, "a retry, then delivered: {seen:?}");
+        for s in &seen {
+            let id = s.header("webhook-id").expect("webhook-id");
+            assert_eq!(id, m.idempotency_key, "webhook-id is the idempotency key");
+            let timestamp = s.header("webhook-timestamp").expect("webhook-timestamp");
+            let at: i64 = timestamp.parse().expect("Unix seconds");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            assert!(
+                (now - at).abs() < 3600,
+                "timestamp {at} is not about now {now}"
+            );
+            let signature = s.header("webhook-signature").expect("webhook-signature");
+            assert_eq!(signature.split(' ').count(), 2, "{signature}");
+            assert!(
+                signature.split(' ').all(|p| p.starts_with("v1,")),
+                "{signature}"
+            );
+            // each secret of the rotation verifies the delivery on its own
+            assert!(
+                verifies(old, id, timestamp, &s.raw, signature),
+                "old secret"
+            );
+            assert!(
+                verifies(new, id, timestamp, &s.raw, signature),
+                "new secret"
+            );
+            assert!(
+                !verifies(other, id, timestamp, &s.raw, signature),
+                "* is not email's"
+            );
+            // one byte changed anywhere in the body: no longer verifies
+            for i in [0, s.raw.len() / 2, s.raw.len() - 1] {
+                let mut changed = s.raw.clone();
+                changed[i] ^= 0x01;
+                assert!(
+                    !verifies(new, id, timestamp, &changed, signature),
+                    "byte {i}"
+                );
+            }
+            // nor with another id or timestamp
+            assert!(!verifies(new, "other", timestamp, &s.raw, signature));
+            assert!(!verifies(new, id, &(at + 1).to_string(), &s.raw, signature));
+        }
+        server
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_webhook_sends_no_signature_headers() {
+    let rx = Receiver::start(|_| 200).await;
+    let rx = &rx;
+    on_both(webhook(&rx.url, 5, 30), |server| async move {
+        rx.seen.lock().unwrap().clear();
+        customers(&server, 1).await;
+        let campaign = email_campaign(&server).await;
+        launch(&server, &campaign).await;
+        settled(&server, &campaign, 1).await;
+        let seen = rx.seen();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].header("webhook-signature").is_none(), "{seen:?}");
         server
     })
     .await;

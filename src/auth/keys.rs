@@ -45,7 +45,13 @@ pub async fn bootstrap(
     now: Micros,
 ) -> Result<(ApiKey, String), StoreError> {
     let roles = vec![role.to_string()];
-    let account = match store.create_service_account(name, &roles, now).await {
+    let fields = bakkal_store::ServiceAccountFields {
+        display_name: name.to_string(),
+        roles: roles.clone(),
+        active: true,
+        client_certificates: Vec::new(),
+    };
+    let account = match store.create_service_account(&fields, now).await {
         Ok(a) => a.id,
         Err(StoreError::AlreadyExists { existing, .. }) => existing
             .strip_prefix("serviceAccounts/")

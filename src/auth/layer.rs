@@ -1,6 +1,8 @@
 //! The tower layer that authenticates and authorizes every call before its body is decoded:
 //! health is open; reflection needs any valid credential (when authentication is on); every
 //! other path must be in the permission table and its permission granted to the caller.
+//! A caller is a bearer API key when one is sent, else (mTLS) the service account listing the
+//! connection's client certificate.
 //! Order: authenticate (UNAUTHENTICATED), authorize the method (PERMISSION_DENIED), then the
 //! handler validates and authorizes the record.
 
@@ -15,6 +17,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::{permissions, Authenticator};
+use crate::connections::PeerInfo;
 
 const HEALTH: &str = "/grpc.health.v1.Health/";
 const REFLECTION: [&str; 2] = [
@@ -56,7 +59,14 @@ async fn decide(auth: &Authenticator, req: &mut Request<Body>) -> Result<(), Sta
     if path.starts_with(HEALTH) {
         return Ok(());
     }
-    let caller = auth.authenticate(req.headers()).await?;
+    // over mTLS, the client certificate the handshake verified (connections.rs)
+    let certificate = req
+        .extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.client_certificate.clone());
+    let caller = auth
+        .authenticate(req.headers(), certificate.as_ref())
+        .await?;
     if REFLECTION.iter().any(|p| path.starts_with(p)) {
         req.extensions_mut().insert(caller);
         return Ok(());

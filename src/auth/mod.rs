@@ -1,5 +1,5 @@
-//! Access control in the transport: who is calling (an API key resolved to a [`Principal`])
-//! and whether they may call this RPC (the one permission table in [`permissions`]). Both run
+//! Access control in the transport: who is calling (an API key, or over mTLS a client
+//! certificate, resolved to a [`Principal`]) and whether they may call this RPC (the one permission table in [`permissions`]). Both run
 //! in a tower layer ([`layer`]) before a request's body is decoded; the principal travels in
 //! the request's extensions. A bearer value that is not an API key is a staff token (a JWT
 //! from the OIDC provider, [`oidc`]) when one is configured, mapped to a user. [`service`] is
@@ -22,6 +22,8 @@ use bakkal_store::{KeyOwner, RecordScope, Store};
 use tonic::Status;
 
 use permissions::{BuiltIn, Records};
+
+use crate::connections::ClientCertificate;
 
 /// How long a resolved key (or an unknown key id) is remembered: a revoked key stops working
 /// within this time, on every server.
@@ -89,6 +91,9 @@ pub struct Caller {
     pub principal: Principal,
     pub grants: Arc<Grants>,
     pub scopes: Arc<Scopes>,
+    /// The SHA-256 fingerprint of the client certificate that authenticated the call (mTLS,
+    /// no bearer token sent).
+    pub certificate: Option<String>,
 }
 
 impl Caller {
@@ -105,6 +110,7 @@ impl Caller {
                     .collect(),
             }),
             scopes: Arc::new(Scopes::all()),
+            certificate: None,
         }
     }
 
@@ -167,9 +173,23 @@ struct TokenUser {
     caller: Caller,
 }
 
+/// A client certificate's service account as authentication needs it: active or not, and the
+/// caller it is (`None`: no account lists the certificate).
+#[derive(Clone)]
+struct ResolvedCertificate {
+    account: String,
+    active: bool,
+    caller: Caller,
+}
+
 struct CachedUser {
     at: Instant,
     resolved: Option<TokenUser>,
+}
+
+struct CachedCertificate {
+    at: Instant,
+    resolved: Option<ResolvedCertificate>,
 }
 
 /// Resolves credentials to callers, with a short cache in front of the store.
@@ -179,6 +199,7 @@ pub struct Authenticator {
     keys: Mutex<HashMap<String, CachedKey>>,
     /// Token users by subject and verified email.
     users: Mutex<HashMap<String, CachedUser>>,
+    certificates: Mutex<HashMap<String, CachedCertificate>>,
     custom_roles: Mutex<Option<(Instant, Arc<RoleBook>)>>,
     open: Caller,
     oidc: Option<Arc<oidc::Verifier>>,
@@ -191,6 +212,7 @@ impl Authenticator {
             enabled,
             keys: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
+            certificates: Mutex::new(HashMap::new()),
             custom_roles: Mutex::new(None),
             open: Caller::open(),
             oidc: None,
@@ -215,22 +237,35 @@ impl Authenticator {
         if let Ok(mut u) = self.users.lock() {
             u.clear();
         }
+        if let Ok(mut c) = self.certificates.lock() {
+            c.clear();
+        }
         if let Ok(mut r) = self.custom_roles.lock() {
             *r = None;
         }
     }
 
-    /// The caller of a request with these headers: the open caller when authentication is off;
-    /// UNAUTHENTICATED for a missing, malformed, unknown, revoked or expired credential.
-    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
+    /// The caller of a request with these headers over a connection whose client presented
+    /// `certificate` (mTLS): the open caller when authentication is off; else the bearer key
+    /// when one is sent (it wins over the certificate), else the service account that lists
+    /// the certificate. UNAUTHENTICATED for a missing, malformed, unknown, revoked or expired
+    /// credential, and for a certificate no active service account lists.
+    pub async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<Caller, Status> {
         if !self.enabled {
             return Ok(self.open.clone());
         }
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return Err(Status::unauthenticated(
-                "this server requires a credential: send `authorization: Bearer <API key or \
-                 token>`",
-            ));
+            return match certificate {
+                Some(c) => self.by_certificate(c).await,
+                None => Err(Status::unauthenticated(
+                    "this server requires a credential: send `authorization: Bearer <API key or \
+                     token>` (or, over mTLS, a client certificate mapped to a service account)",
+                )),
+            };
         };
         let text = value
             .to_str()
@@ -305,6 +340,10 @@ impl Authenticator {
                     None => None,
                     Some(u) => {
                         let grants = Arc::new(self.grants(&u.fields.roles).await?);
+                        let scopes = Arc::new(
+                            self.scopes(PrincipalKind::User, u.id, &u.fields.roles)
+                                .await?,
+                        );
                         Some(TokenUser {
                             active: u.fields.active,
                             caller: Caller {
@@ -316,6 +355,8 @@ impl Authenticator {
                                     teams: u.fields.teams.clone(),
                                 },
                                 grants,
+                                scopes,
+                                certificate: None,
                             },
                         })
                     }
@@ -345,6 +386,85 @@ impl Authenticator {
         }
     }
 
+    /// The service account listing client certificate `c`, through the cache.
+    async fn by_certificate(&self, c: &ClientCertificate) -> Result<Caller, Status> {
+        let resolved = self.resolve_certificate(&c.sha256).await?;
+        let Some(r) = resolved else {
+            return Err(Status::unauthenticated(format!(
+                "the client certificate sha256:{} is not listed by any service account \
+                 (AccessService.UpdateServiceAccount client_certificate_sha256)",
+                c.sha256
+            )));
+        };
+        if !r.active {
+            return Err(Status::unauthenticated(format!(
+                "the owner of the client certificate sha256:{} ({}) is deactivated",
+                c.sha256, r.account
+            )));
+        }
+        Ok(r.caller)
+    }
+
+    async fn resolve_certificate(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<ResolvedCertificate>, Status> {
+        if let Ok(cache) = self.certificates.lock() {
+            if let Some(c) = cache.get(sha256) {
+                if c.at.elapsed() < KEY_CACHE_TTL {
+                    return Ok(c.resolved.clone());
+                }
+            }
+        }
+        let account = self
+            .store
+            .service_account_by_certificate(sha256)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "client certificate lookup failed");
+                Status::unavailable("cannot check credentials now; retry")
+            })?;
+        let resolved = match account {
+            None => None,
+            Some(a) => {
+                let grants = Arc::new(self.grants(&a.roles).await?);
+                let scopes = Arc::new(
+                    self.scopes(PrincipalKind::ServiceAccount, a.id, &a.roles)
+                        .await?,
+                );
+                Some(ResolvedCertificate {
+                    account: a.name(),
+                    active: a.active,
+                    caller: Caller {
+                        principal: Principal {
+                            kind: PrincipalKind::ServiceAccount,
+                            id: a.id,
+                            key_id: None,
+                            roles: a.roles.clone(),
+                            teams: Vec::new(),
+                        },
+                        grants,
+                        scopes,
+                        certificate: Some(sha256.to_string()),
+                    },
+                })
+            }
+        };
+        if let Ok(mut cache) = self.certificates.lock() {
+            if cache.len() > 10_000 {
+                cache.retain(|_, c| c.at.elapsed() < KEY_CACHE_TTL);
+            }
+            cache.insert(
+                sha256.to_string(),
+                CachedCertificate {
+                    at: Instant::now(),
+                    resolved: resolved.clone(),
+                },
+            );
+        }
+        Ok(resolved)
+    }
+
     /// Key `key_id` with the caller it speaks for, through the cache; `None`: no such key.
     async fn resolve(&self, key_id: &str) -> Result<Option<ResolvedKey>, Status> {
         if let Ok(cache) = self.keys.lock() {
@@ -367,7 +487,10 @@ impl Authenticator {
                     owner.key.roles.clone()
                 };
                 let grants = Arc::new(self.grants(&roles).await?);
-                let scopes = Arc::new(self.scopes(&owner, &roles).await?);
+                let scopes = Arc::new(
+                    self.scopes(owner.key.parent_kind, owner.key.parent_id, &roles)
+                        .await?,
+                );
                 let caller = Caller {
                     principal: Principal {
                         kind: owner.key.parent_kind,
@@ -378,6 +501,7 @@ impl Authenticator {
                     },
                     grants,
                     scopes,
+                    certificate: None,
                 };
                 Some(ResolvedKey { owner, caller })
             }
@@ -400,7 +524,12 @@ impl Authenticator {
     /// The record scopes of a key's owner with `roles`: a user's reach (their own, their
     /// teams', their reports'); a service account owns nothing, so anything narrower than ALL
     /// reaches nothing.
-    async fn scopes(&self, owner: &KeyOwner, roles: &[String]) -> Result<Scopes, Status> {
+    async fn scopes(
+        &self,
+        kind: PrincipalKind,
+        id: i64,
+        roles: &[String],
+    ) -> Result<Scopes, Status> {
         let customer_scope = permissions::scope_of(roles, Records::Customers);
         let ticket_scope = permissions::scope_of(roles, Records::Tickets);
         let narrowed = |s: Scope| {
@@ -410,10 +539,10 @@ impl Authenticator {
                 RecordScope::nothing()
             }
         };
-        let (customers, tickets) = match owner.key.parent_kind {
+        let (customers, tickets) = match kind {
             PrincipalKind::User => self
                 .store
-                .user_scopes(owner.key.parent_id, customer_scope, ticket_scope)
+                .user_scopes(id, customer_scope, ticket_scope)
                 .await
                 .map_err(|e| {
                     tracing::warn!(error = %e, "record scope lookup failed");

@@ -101,6 +101,12 @@ pub const TABLE: &[Rpc] = &[
         Read,
     ),
     rpc(
+        "bakkal.v1.AccessService/UpdateServiceAccount",
+        "serviceaccounts.update",
+        Access,
+        Write,
+    ),
+    rpc(
         "bakkal.v1.AccessService/CreateApiKey",
         "apikeys.create",
         Access,

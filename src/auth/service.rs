@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use bakkal_domain::time::{now_micros, Micros};
 use bakkal_domain::ValidationError;
-use bakkal_store::{ApiKey, CustomRole, ServiceAccount, Store, User, UserFields};
+use bakkal_store::{
+    ApiKey, CustomRole, ServiceAccount, ServiceAccountFields, Store, User, UserFields,
+};
 use tonic::{Request, Response, Status};
 
 use super::permissions::{all_permissions, BuiltIn, BUILT_IN};
@@ -36,6 +38,16 @@ const USER_UPDATABLE: &[&str] = &[
     "active",
     "oidc_subject",
 ];
+
+const ACCOUNT_UPDATABLE: &[&str] = &[
+    "display_name",
+    "roles",
+    "active",
+    "client_certificate_sha256",
+];
+
+/// At most this many certificates per service account (a rollover needs two).
+const MAX_CERTIFICATES: usize = 8;
 
 fn user_to_proto(u: &User) -> proto::User {
     proto::User {
@@ -69,6 +81,9 @@ fn account_to_proto(a: &ServiceAccount) -> proto::ServiceAccount {
         roles: a.roles.clone(),
         active: a.active,
         create_time: Some(timestamp(a.create_time)),
+        client_certificate_sha256: a.client_certificates.clone(),
+        update_time: Some(timestamp(a.update_time)),
+        etag: a.etag(),
     }
 }
 
@@ -189,6 +204,60 @@ impl AccessApi {
         }
         errs.into_result().map_err(invalid)
     }
+
+    /// Merge the `paths` of `p` into `f` (every field when `paths` is empty but `active`,
+    /// which only a named path or the create request's `inactive` sets).
+    async fn account_fields(
+        &self,
+        p: &proto::ServiceAccount,
+        paths: &[&str],
+        f: &mut ServiceAccountFields,
+    ) -> Result<(), Status> {
+        let all = paths.is_empty();
+        let has = |k: &str| all || paths.contains(&k);
+        let mut errs = ValidationError::new();
+        if has("display_name") {
+            f.display_name = p.display_name.trim().to_string();
+            if f.display_name.is_empty() || f.display_name.chars().count() > 200 {
+                errs.add(
+                    "service_account.display_name",
+                    "is required, at most 200 characters",
+                );
+            }
+        }
+        if has("roles") {
+            f.roles = p.roles.iter().map(|r| r.trim().to_string()).collect();
+            check_roles(&self.store, &f.roles, "service_account.roles", &mut errs).await?;
+        }
+        if has("client_certificate_sha256") {
+            f.client_certificates.clear();
+            if p.client_certificate_sha256.len() > MAX_CERTIFICATES {
+                errs.add(
+                    "service_account.client_certificate_sha256",
+                    format!("at most {MAX_CERTIFICATES} certificates"),
+                );
+            }
+            for text in p.client_certificate_sha256.iter().take(MAX_CERTIFICATES) {
+                match bakkal_domain::access::certificate_fingerprint(text) {
+                    Some(fp) if !f.client_certificates.contains(&fp) => {
+                        f.client_certificates.push(fp)
+                    }
+                    Some(_) => {}
+                    None => errs.add(
+                        "service_account.client_certificate_sha256",
+                        format!(
+                            "{} is not a SHA-256 fingerprint (64 hex digits, colons allowed)",
+                            quote(text)
+                        ),
+                    ),
+                }
+            }
+        }
+        if !all && paths.contains(&"active") {
+            f.active = p.active;
+        }
+        errs.into_result().map_err(invalid)
+    }
 }
 
 #[tonic::async_trait]
@@ -209,6 +278,7 @@ impl AccessService for AccessApi {
             roles: caller.principal.roles.clone(),
             permissions: caller.grants.permissions.iter().cloned().collect(),
             auth_required: self.auth.enabled(),
+            client_certificate_sha256: caller.certificate.clone().unwrap_or_default(),
         }))
     }
 
@@ -292,25 +362,53 @@ impl AccessService for AccessApi {
         &self,
         request: Request<proto::CreateServiceAccountRequest>,
     ) -> Result<Response<proto::ServiceAccount>, Status> {
-        let Some(p) = request.into_inner().service_account else {
+        let req = request.into_inner();
+        let Some(p) = req.service_account else {
             return Err(invalid_field("service_account", "is required"));
         };
-        let mut errs = ValidationError::new();
-        let name = p.display_name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            errs.add(
-                "service_account.display_name",
-                "is required, at most 200 characters",
-            );
-        }
-        let roles: Vec<String> = p.roles.iter().map(|r| r.trim().to_string()).collect();
-        check_roles(&self.store, &roles, "service_account.roles", &mut errs).await?;
-        errs.into_result().map_err(invalid)?;
+        let mut f = ServiceAccountFields {
+            active: !req.inactive,
+            ..Default::default()
+        };
+        self.account_fields(&p, &[], &mut f).await?;
         let a = self
             .store
-            .create_service_account(name, &roles, now_micros())
+            .create_service_account(&f, now_micros())
             .await
             .map_err(from_store)?;
+        // a certificate unknown a moment ago may be cached as unknown
+        self.auth.invalidate();
+        Ok(Response::new(account_to_proto(&a)))
+    }
+
+    async fn update_service_account(
+        &self,
+        request: Request<proto::UpdateServiceAccountRequest>,
+    ) -> Result<Response<proto::ServiceAccount>, Status> {
+        let req = request.into_inner();
+        let Some(p) = req.service_account else {
+            return Err(invalid_field("service_account", "is required"));
+        };
+        let id = reference(&p.name, "serviceAccounts", "service_account.name")?;
+        let paths = mask_paths(&req.update_mask);
+        check_mask(&paths, ACCOUNT_UPDATABLE)?;
+        let current = self
+            .store
+            .get_service_account(id)
+            .await
+            .map_err(from_store)?;
+        let mut f = ServiceAccountFields::from(&current);
+        if paths.is_empty() {
+            f.active = p.active;
+        }
+        self.account_fields(&p, &paths, &mut f).await?;
+        let a = self
+            .store
+            .update_service_account(id, &f, Some(p.etag.as_str()), now_micros())
+            .await
+            .map_err(from_store)?;
+        // roles, activity or certificates changed: resolve afresh on this server
+        self.auth.invalidate();
         Ok(Response::new(account_to_proto(&a)))
     }
 

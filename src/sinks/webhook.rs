@@ -2,6 +2,11 @@
 //! message's idempotency key, so a receiver can drop a retry it already handled). 2xx is
 //! delivered; 5xx, 408, 429, a timeout or a connection error is retried; any other status is
 //! refused for good.
+//!
+//! With secrets (`--webhook-secret`), each delivery is signed as Standard Webhooks specify:
+//! `webhook-id` (the idempotency key), `webhook-timestamp` (Unix seconds of this attempt) and
+//! `webhook-signature`, `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` for each
+//! secret, space-separated (two during a rotation), keyed with the secret's decoded bytes.
 
 use std::time::Duration;
 
@@ -14,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::{payload, Attempt};
+use crate::config::WebhookSecret;
 
 /// Calls in flight at once per batch.
 const CONCURRENCY: usize = 16;
@@ -25,10 +31,11 @@ pub struct WebhookSink {
     uri: http::Uri,
     client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+    secrets: Vec<WebhookSecret>,
 }
 
 impl WebhookSink {
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(url: &str, timeout: Duration, secrets: Vec<WebhookSecret>) -> anyhow::Result<Self> {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| anyhow::anyhow!("bad webhook URL '{url}': {e}"))?;
@@ -44,6 +51,7 @@ impl WebhookSink {
             uri,
             client,
             timeout,
+            secrets,
         })
     }
 
@@ -61,10 +69,21 @@ impl WebhookSink {
 
     async fn post(&self, m: &OutboxMessage) -> Attempt {
         let body = Bytes::from(payload(m).to_string());
-        let request = http::Request::post(self.uri.clone())
+        let mut request = http::Request::post(self.uri.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", m.idempotency_key.as_str())
-            .body(Full::new(body));
+            .header("Idempotency-Key", m.idempotency_key.as_str());
+        if !self.secrets.is_empty() {
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let signature = signature(&self.secrets, &m.idempotency_key, timestamp, &body);
+            request = request
+                .header("webhook-id", m.idempotency_key.as_str())
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature);
+        }
+        let request = request.body(Full::new(body));
         let request = match request {
             Ok(r) => r,
             // an idempotency key that is not a valid header value
@@ -82,6 +101,30 @@ impl WebhookSink {
             Ok(Ok((status, body))) => classify(status, &body),
         }
     }
+}
+
+/// The `webhook-signature` value: `v1,<base64>` per secret, space-separated.
+pub fn signature(secrets: &[WebhookSecret], id: &str, timestamp: u64, body: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut out = Vec::with_capacity(secrets.len());
+    for secret in secrets {
+        // HMAC takes a key of any length
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.key()) else {
+            continue;
+        };
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let tag = mac.finalize().into_bytes();
+        out.push(format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(tag)
+        ));
+    }
+    out.join(" ")
 }
 
 /// 2xx delivered; 5xx, 408 and 429 retried; other statuses refused.
@@ -115,6 +158,17 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signature_matches_the_standard_webhooks_example() {
+        // the example of the Standard Webhooks specification
+        let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            signature(&[secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
 
     #[test]
     fn statuses_sort_into_delivered_retried_and_refused() {

@@ -222,9 +222,51 @@ impl Principal {
     }
 }
 
+/// The SHA-256 fingerprint of a DER certificate, as bakkal writes it: 64 lowercase hex digits.
+pub fn certificate_sha256(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A fingerprint as a person may write it (`AB:CD:…` as `openssl x509 -fingerprint -sha256`
+/// prints it, or plain hex in either case), normalised to 64 lowercase hex digits; `None` when
+/// it is not 32 bytes of hex.
+pub fn certificate_fingerprint(text: &str) -> Option<String> {
+    let hex: String = text
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_normalise_from_openssl_and_hex() {
+        let fp = certificate_sha256(b"not really a certificate");
+        assert_eq!(fp.len(), 64);
+        let openssl: Vec<String> = fp
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).to_uppercase())
+            .collect();
+        assert_eq!(
+            certificate_fingerprint(&openssl.join(":")),
+            Some(fp.clone())
+        );
+        assert_eq!(
+            certificate_fingerprint(&format!(" {fp} ")),
+            Some(fp.clone())
+        );
+        assert_eq!(certificate_fingerprint(&fp[..62]), None);
+        assert_eq!(certificate_fingerprint(&format!("{}zz", &fp[..62])), None);
+    }
 
     fn random() -> Vec<u8> {
         (0..48u8)

@@ -42,7 +42,7 @@ use crate::cache::{CustomerCache, Generation};
 
 pub use access::{
     api_key_name, service_account_name, user_name, ApiKey, CustomRole, KeyOwner, NewApiKey,
-    ServiceAccount, User, UserFields,
+    ServiceAccount, ServiceAccountFields, User, UserFields,
 };
 pub use articles::{
     article_name, search_terms, snippet, Article, ArticleChanges, ArticleFields, ArticleHit,

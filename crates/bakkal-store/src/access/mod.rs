@@ -8,7 +8,9 @@ mod users;
 
 pub use keys::{api_key_name, ApiKey, KeyOwner, NewApiKey};
 pub use roles::CustomRole;
-pub use users::{service_account_name, user_name, ServiceAccount, User, UserFields};
+pub use users::{
+    service_account_name, user_name, ServiceAccount, ServiceAccountFields, User, UserFields,
+};
 
 fn encode_list<T: serde::Serialize>(v: &[T]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())

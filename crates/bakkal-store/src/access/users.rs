@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::{decode_list, encode_list};
-use crate::lock::lock_row;
+use crate::lock::{lock_key, lock_row};
 use crate::page::Cursor;
 use crate::{Result, Store, StoreError};
 
@@ -56,6 +56,9 @@ pub struct ServiceAccount {
     pub display_name: String,
     pub roles: Vec<String>,
     pub active: bool,
+    /// SHA-256 fingerprints (lowercase hex) of the client certificates that speak for this
+    /// account over mTLS, oldest first.
+    pub client_certificates: Vec<String>,
     pub version: i64,
     pub create_time: Micros,
     pub update_time: Micros,
@@ -64,6 +67,30 @@ pub struct ServiceAccount {
 impl ServiceAccount {
     pub fn name(&self) -> String {
         service_account_name(self.id)
+    }
+    pub fn etag(&self) -> String {
+        bakkal_domain::etag(self.version)
+    }
+}
+
+/// What a caller sets on a service account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceAccountFields {
+    pub display_name: String,
+    pub roles: Vec<String>,
+    pub active: bool,
+    /// Normalised fingerprints (`access::certificate_fingerprint`), each unique among accounts.
+    pub client_certificates: Vec<String>,
+}
+
+impl From<&ServiceAccount> for ServiceAccountFields {
+    fn from(a: &ServiceAccount) -> Self {
+        ServiceAccountFields {
+            display_name: a.display_name.clone(),
+            roles: a.roles.clone(),
+            active: a.active,
+            client_certificates: a.client_certificates.clone(),
+        }
     }
 }
 
@@ -100,6 +127,7 @@ fn account_from_row(r: &AnyRow) -> std::result::Result<ServiceAccount, sqlx::Err
         display_name: r.try_get(1)?,
         roles: decode_list(&roles),
         active: active != 0,
+        client_certificates: Vec::new(),
         version: r.try_get(4)?,
         create_time: r.try_get(5)?,
         update_time: r.try_get(6)?,
@@ -125,7 +153,11 @@ pub(crate) async fn load_account(conn: &mut AnyConnection, id: i64) -> Result<Se
         .fetch_optional(&mut *conn)
         .await?
     {
-        Some(r) => Ok(account_from_row(&r)?),
+        Some(r) => {
+            let mut a = account_from_row(&r)?;
+            a.client_certificates = certificates_of(conn, id).await?;
+            Ok(a)
+        }
         None => Err(StoreError::NotFound(service_account_name(id))),
     }
 }
@@ -177,6 +209,90 @@ async fn check_manager(conn: &mut AnyConnection, f: &UserFields) -> Result<()> {
                 format!("{} does not exist", user_name(m)),
             ))
         })?;
+    }
+    Ok(())
+}
+
+/// ALREADY_EXISTS naming the service account called `name`, if another is.
+async fn check_account_name(
+    conn: &mut AnyConnection,
+    name: &str,
+    except: Option<i64>,
+) -> Result<()> {
+    let holder: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM service_accounts WHERE display_name = $1")
+            .bind(name.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    match holder {
+        Some(id) if Some(id) != except => Err(StoreError::AlreadyExists {
+            existing: service_account_name(id),
+            field: "service_account.display_name".into(),
+            message: format!("{name} is already {}", service_account_name(id)),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The fingerprints account `id` lists, in the order they were set.
+async fn certificates_of(conn: &mut AnyConnection, id: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT sha256 FROM service_account_certificates WHERE service_account_id = $1 \
+         ORDER BY create_time, sha256",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Make account `id` list exactly `fingerprints`; ALREADY_EXISTS when another account lists
+/// one of them.
+async fn set_certificates(
+    conn: &mut AnyConnection,
+    id: i64,
+    fingerprints: &[String],
+    now: Micros,
+) -> Result<()> {
+    for fp in fingerprints {
+        lock_key(conn, &format!("certificate:{fp}")).await?;
+        let holder: Option<i64> = sqlx::query_scalar(
+            "SELECT service_account_id FROM service_account_certificates WHERE sha256 = $1",
+        )
+        .bind(fp.clone())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(other) = holder.filter(|h| *h != id) {
+            return Err(StoreError::AlreadyExists {
+                existing: service_account_name(other),
+                field: "service_account.client_certificate_sha256".into(),
+                message: format!(
+                    "the certificate {fp} already speaks for {}",
+                    service_account_name(other)
+                ),
+            });
+        }
+    }
+    let kept: Vec<String> = certificates_of(conn, id).await?;
+    for old in kept.iter().filter(|k| !fingerprints.contains(k)) {
+        sqlx::query("DELETE FROM service_account_certificates WHERE sha256 = $1")
+            .bind(old.clone())
+            .execute(&mut *conn)
+            .await?;
+    }
+    // new ones after the kept ones, in the order given (create_time microseconds apart)
+    for (i, fp) in fingerprints.iter().enumerate() {
+        if kept.contains(fp) {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO service_account_certificates (sha256, service_account_id, create_time) \
+             VALUES ($1, $2, $3)",
+        )
+        .bind(fp.clone())
+        .bind(id)
+        .bind(now + i as i64)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
@@ -310,34 +426,65 @@ impl Store {
 
     pub async fn create_service_account(
         &self,
-        display_name: &str,
-        roles: &[String],
+        f: &ServiceAccountFields,
         now: Micros,
     ) -> Result<ServiceAccount> {
         let mut tx = self.write_tx().await?;
-        let taken: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM service_accounts WHERE display_name = $1")
-                .bind(display_name.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(id) = taken {
-            return Err(StoreError::AlreadyExists {
-                existing: service_account_name(id),
-                field: "service_account.display_name".into(),
-                message: format!("{display_name} is already {}", service_account_name(id)),
-            });
-        }
+        check_account_name(&mut tx, &f.display_name, None).await?;
         let sql = format!(
             "INSERT INTO service_accounts (display_name, roles, active, version, create_time, \
-             update_time) VALUES ($1, $2, 1, 1, $3, $3) RETURNING {ACCOUNT_COLUMNS}"
+             update_time) VALUES ($1, $2, $3, 1, $4, $4) RETURNING {ACCOUNT_COLUMNS}"
         );
         let row = sqlx::query(&sql)
-            .bind(display_name.to_string())
-            .bind(encode_list(roles))
+            .bind(f.display_name.clone())
+            .bind(encode_list(&f.roles))
+            .bind(i64::from(f.active))
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-        let a = account_from_row(&row)?;
+        let mut a = account_from_row(&row)?;
+        set_certificates(&mut tx, a.id, &f.client_certificates, now).await?;
+        a.client_certificates = f.client_certificates.clone();
+        tx.commit().await?;
+        Ok(a)
+    }
+
+    /// Replace a service account's fields (the transport merged the mask); a stale `etag` is
+    /// ABORTED, a fingerprint another account lists ALREADY_EXISTS.
+    pub async fn update_service_account(
+        &self,
+        id: i64,
+        f: &ServiceAccountFields,
+        etag: Option<&str>,
+        now: Micros,
+    ) -> Result<ServiceAccount> {
+        let mut tx = self.write_tx().await?;
+        lock_row(&mut tx, "service_accounts", id).await?;
+        let current = load_account(&mut tx, id).await?;
+        if let Some(e) = etag.filter(|e| !e.is_empty()) {
+            if e != current.etag() {
+                return Err(StoreError::Aborted(format!(
+                    "{} changed since etag {e}",
+                    current.name()
+                )));
+            }
+        }
+        check_account_name(&mut tx, &f.display_name, Some(id)).await?;
+        let sql = format!(
+            "UPDATE service_accounts SET display_name = $1, roles = $2, active = $3, \
+             version = version + 1, update_time = $4 WHERE id = $5 RETURNING {ACCOUNT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(f.display_name.clone())
+            .bind(encode_list(&f.roles))
+            .bind(i64::from(f.active))
+            .bind(now)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut a = account_from_row(&row)?;
+        set_certificates(&mut tx, id, &f.client_certificates, now).await?;
+        a.client_certificates = f.client_certificates.clone();
         tx.commit().await?;
         Ok(a)
     }
@@ -352,7 +499,7 @@ impl Store {
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<ServiceAccount>, Option<Cursor>)> {
-        crate::page::page_by_id(
+        let (mut list, next) = crate::page::page_by_id(
             &mut *self.acquire().await?,
             "service_accounts",
             ACCOUNT_COLUMNS,
@@ -361,6 +508,43 @@ impl Store {
             account_from_row,
             |a| a.id,
         )
-        .await
+        .await?;
+        let mut conn = self.pool.acquire().await?;
+        for a in &mut list {
+            a.client_certificates = certificates_of(&mut conn, a.id).await?;
+        }
+        Ok((list, next))
+    }
+
+    /// The service account a client certificate with this fingerprint speaks for, if any.
+    pub async fn service_account_by_certificate(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<ServiceAccount>> {
+        let mut conn = self.pool.acquire().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT service_account_id FROM service_account_certificates WHERE sha256 = $1",
+        )
+        .bind(sha256.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        match id {
+            None => Ok(None),
+            Some(id) => match load_account(&mut conn, id).await {
+                Ok(a) => Ok(Some(a)),
+                Err(StoreError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Active service accounts that list at least one client certificate.
+    pub async fn certificate_account_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT c.service_account_id) FROM service_account_certificates c \
+             JOIN service_accounts a ON a.id = c.service_account_id WHERE a.active = 1",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 }
