@@ -39,6 +39,8 @@ pub struct Config {
     pub future_tolerance: Duration,
     /// The currency of an order that names none (`--default-currency`); `None`: required.
     pub default_currency: Option<String>,
+    /// The backup directory, scheduled backups and how many are kept (`backup/`).
+    pub backup: crate::backup::BackupConfig,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             connections: crate::connections::ConnectionLimits::default(),
             future_tolerance: Duration::from_secs(300),
             default_currency: None,
+            backup: crate::backup::BackupConfig::default(),
         }
     }
 }
