@@ -346,10 +346,22 @@ async fn a_kill_during_a_backup_leaves_the_previous_backup_intact() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let partial = format!("nightly.db.partial-{}", child.id());
+    // wait until the backup is under way: a new file beside the target, or the target
+    // itself touched; then kill it
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
+    };
+    let untouched = stamp(&target);
+    let known = ["nightly.db", "nightly.db.manifest.json"];
     let mut seen = false;
     for _ in 0..20_000 {
-        if dir.path().join(&partial).exists() {
+        let others = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .any(|e| !known.iter().any(|k| e.file_name() == *k));
+        if others || stamp(&target) != untouched {
             seen = true;
             break;
         }
@@ -358,7 +370,7 @@ async fn a_kill_during_a_backup_leaves_the_previous_backup_intact() {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert!(seen, "no partial file appeared");
+    assert!(seen, "the backup did not start");
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success());
