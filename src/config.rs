@@ -45,6 +45,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// TLS and mTLS (`tls.rs`); `None`: plaintext.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// The backup directory, scheduled backups and how many are kept (`backup/`).
+    pub backup: crate::backup::BackupConfig,
 }
 
 impl Config {
@@ -68,6 +70,7 @@ impl Config {
             default_currency: None,
             metrics: crate::metrics::MetricsConfig::default(),
             tls: None,
+            backup: crate::backup::BackupConfig::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! the rules live in `bakkal-domain`, the SQL in `bakkal-store`.
 
 pub mod auth;
+pub mod backup;
 mod campaign_service;
 pub mod config;
 pub mod connections;

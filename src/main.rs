@@ -237,6 +237,8 @@ enum Command {
         /// loopback address). Off when not given.
         #[arg(long, env = "BAKKAL_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        #[command(flatten)]
+        backups: BackupArgs,
     },
     /// API keys, written straight to the database (no server needed): the first admin key.
     Keys {
@@ -253,6 +255,47 @@ enum Command {
         #[command(subcommand)]
         command: ScriptCommand,
     },
+    /// Back up a SQLite database to FILE (online: a server may be serving it), with a manifest
+    /// beside it (FILE.manifest.json). PostgreSQL: pg_dump (README: Backups).
+    Backup {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The backup file; an older backup there is replaced only once the new one is complete.
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
+    /// Restore a backup as the SQLite database, after verifying it; refused while a server
+    /// uses the database. The database replaced is kept as `{db}.pre-restore-{time}`.
+    Restore {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The backup file (with its FILE.manifest.json).
+        #[arg(long)]
+        from: std::path::PathBuf,
+    },
+    /// Check a backup against its manifest: checksum, SQLite integrity, schema version, row
+    /// counts. Exits non-zero when it does not hold.
+    VerifyBackup {
+        /// The backup file (with its FILE.manifest.json).
+        file: std::path::PathBuf,
+    },
+}
+
+/// Backups `bakkal serve` takes (SQLite): on request (BackupService) and on a schedule.
+#[derive(clap::Args, Clone)]
+struct BackupArgs {
+    /// Directory of backups (`bakkal-YYYYMMDDTHHMMSSZ.db` with manifests): where
+    /// BackupService.CreateBackup and scheduled backups write.
+    #[arg(long, env = "BAKKAL_BACKUP_DIR")]
+    backup_dir: Option<std::path::PathBuf>,
+    /// Take a backup this often: `6h`, `30m`, `90s`, `1d` or seconds (needs --backup-dir).
+    #[arg(long, env = "BAKKAL_BACKUP_EVERY", requires = "backup_dir",
+          value_parser = bakkal::backup::schedule::parse_every)]
+    backup_every: Option<std::time::Duration>,
+    /// Complete backups kept in --backup-dir, the newest; older ones are removed after each
+    /// backup (0: keep all).
+    #[arg(long, env = "BAKKAL_BACKUP_KEEP", default_value_t = 7)]
+    backup_keep: usize,
 }
 
 #[derive(Subcommand)]
@@ -341,6 +384,7 @@ async fn main() -> anyhow::Result<()> {
             future_tolerance_secs,
             default_currency,
             metrics_listen,
+            backups,
         } => {
             use std::time::Duration;
             let config = Config {
@@ -380,6 +424,11 @@ async fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 tls: tls.into_config(),
+                backup: bakkal::backup::BackupConfig {
+                    dir: backups.backup_dir,
+                    every: backups.backup_every,
+                    keep: backups.backup_keep,
+                },
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -464,6 +513,25 @@ async fn main() -> anyhow::Result<()> {
             std::io::Write::write_all(&mut std::io::stdout(), format!("{text}\n").as_bytes())?;
             Ok(())
         }
+        Command::Backup { db, to } => {
+            let m = bakkal::backup::cli::backup(&db.database_url, &to).await?;
+            tracing::info!(database = %server::redact(&db.database_url), "backup complete");
+            println_out(&bakkal::backup::cli::summary(&to, &m))
+        }
+        Command::VerifyBackup { file } => {
+            let m = bakkal::backup::cli::verify(&file).await?;
+            println_out(&format!("ok {}", bakkal::backup::cli::summary(&file, &m)))
+        }
+        Command::Restore { db, from } => {
+            let r = bakkal::backup::cli::restore(&db.database_url, &from).await?;
+            if let Some(old) = &r.replaced_moved_to {
+                tracing::info!(kept = %old.display(), "the database replaced is kept");
+            }
+            println_out(&format!(
+                "restored {}",
+                bakkal::backup::cli::summary(&from, &r.manifest)
+            ))
+        }
         Command::Migrate { db } => {
             let config = Config {
                 listen: DEFAULT_LISTEN.parse()?,
@@ -482,6 +550,7 @@ async fn main() -> anyhow::Result<()> {
                 default_currency: None,
                 metrics: Default::default(),
                 tls: None,
+                backup: Default::default(),
             };
             let store = server::open_store(&config).await?;
             store.close().await;
@@ -489,4 +558,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A line on standard output (the commands' result; logs go to standard error).
+fn println_out(line: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes())?;
+    std::io::Write::flush(&mut out)?;
+    Ok(())
 }

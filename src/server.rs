@@ -19,6 +19,7 @@ use tower::ServiceBuilder;
 use crate::auth::layer::AuthLayer;
 use crate::auth::service::AccessApi;
 use crate::auth::Authenticator;
+use crate::backup::{BackupApi, Backups};
 use crate::campaign_service::CampaignApi;
 use crate::config::Config;
 use crate::customer_service::CustomerApi;
@@ -30,6 +31,7 @@ use crate::metrics::{Metrics, ScriptHooks};
 use crate::offer_service::OfferApi;
 use crate::proto;
 use crate::proto::access_service_server::AccessServiceServer;
+use crate::proto::backup_service_server::BackupServiceServer;
 use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::loyalty_service_server::LoyaltyServiceServer;
@@ -86,7 +88,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 8] = [
+const SERVICES: [&str; 9] = [
     <AccessServiceServer<AccessApi> as NamedService>::NAME,
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ScriptServiceServer<ScriptApi> as NamedService>::NAME,
@@ -95,6 +97,7 @@ const SERVICES: [&str; 8] = [
     <ServiceDeskServiceServer<ServiceDeskApi> as NamedService>::NAME,
     <OfferServiceServer<OfferApi> as NamedService>::NAME,
     <LoyaltyServiceServer<LoyaltyApi> as NamedService>::NAME,
+    <BackupServiceServer<BackupApi> as NamedService>::NAME,
 ];
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -156,6 +159,8 @@ pub async fn run(
             anyhow::bail!("--default-currency {c} is not an ISO 4217 code like TRY or EUR");
         }
     }
+    // Held for the server's life: `bakkal restore` refuses to replace the database meanwhile.
+    let _database_lock = crate::backup::lock_database(&config.database_url)?;
     // before the database: a bad certificate or key stops the start at once
     let tls = config
         .tls
@@ -259,6 +264,9 @@ pub async fn run(
         auth.clone()
     )));
 
+    let backups = Arc::new(Backups::new(store.clone(), config.backup.clone()));
+    let backup = with_codecs!(BackupServiceServer::new(BackupApi::new(backups.clone())));
+
     let layers = ServiceBuilder::new()
         .layer(tracing_layer::screen_request_id_layer())
         .layer(tracing_layer::set_request_id())
@@ -307,6 +315,12 @@ pub async fn run(
     let sweeper = tokio::spawn(crate::loyalty_sweeper::run(
         store.clone(),
         config.loyalty_sweep,
+        stop_rx.clone(),
+    ));
+    // Scheduled backups (--backup-every), stopped the same way.
+    let scheduled_backups = tokio::spawn(crate::backup::schedule::run(
+        backups,
+        config.backup.every,
         stop_rx,
     ));
 
@@ -388,6 +402,7 @@ pub async fn run(
         .add_service(offers)
         .add_service(loyalty)
         .add_service(access)
+        .add_service(backup)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();
@@ -403,6 +418,7 @@ pub async fn run(
     let _ = sla_watcher.await;
     let _ = scheduler.await;
     let _ = sweeper.await;
+    let _ = scheduled_backups.await;
     store.close().await;
     tracing::info!("bakkal stopped");
     result.context("server failed")

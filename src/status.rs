@@ -331,3 +331,17 @@ pub fn overloaded(max_in_flight: usize, retry: std::time::Duration) -> Status {
         ErrorDetails::with_retry_info(Some(retry)),
     )
 }
+
+/// The status for a backup error: FAILED_PRECONDITION when backups do not apply here (no
+/// backup directory, PostgreSQL, a database being restored), INTERNAL (logged) otherwise.
+pub fn from_backup(e: bakkal_store::backup::BackupError) -> Status {
+    use bakkal_store::backup::BackupError;
+    match e {
+        BackupError::Refused(m) => status(Code::FailedPrecondition, m),
+        BackupError::Database(db) => from_store(StoreError::Database(db)),
+        other => {
+            tracing::error!(error = %other, "backup failed");
+            Status::internal("the backup failed; the reason has been logged")
+        }
+    }
+}

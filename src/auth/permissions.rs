@@ -18,6 +18,8 @@ pub enum Family {
     Desk,
     DeskAdmin,
     Access,
+    /// Backups of the database: admin only.
+    Backups,
 }
 
 /// Whether a call only reads, or changes something (audited), or exports data in bulk.
@@ -666,6 +668,19 @@ pub const TABLE: &[Rpc] = &[
         DeskAdmin,
         Read,
     ),
+    // backups (admin only)
+    rpc(
+        "bakkal.v1.BackupService/CreateBackup",
+        "backups.create",
+        Backups,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.BackupService/ListBackups",
+        "backups.list",
+        Backups,
+        Read,
+    ),
 ];
 
 /// Permissions that are not an RPC's but change what a response holds.
@@ -812,7 +827,7 @@ impl BuiltIn {
                 "scripts, value model, segments, campaigns, offers; reads customers, \
                  never exports them"
             }
-            BuiltIn::Analyst => "reads everything but access control",
+            BuiltIn::Analyst => "reads everything but access control and backups",
             BuiltIn::Agent => {
                 "the service desk's tickets and solution pool; reads customers and their history"
             }
@@ -853,7 +868,7 @@ impl BuiltIn {
                     || (r.family == Customers && read)
                     || p == "loyaltyprogram.get"
             }
-            BuiltIn::Analyst => read && r.family != Access,
+            BuiltIn::Analyst => read && !matches!(r.family, Access | Backups),
             BuiltIn::Agent => {
                 r.family == Desk
                     || (r.family == Customers && read)

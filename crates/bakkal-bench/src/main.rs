@@ -10,10 +10,12 @@
 //! target/release/bakkal-bench sla-scan       # the SLA watcher's pass vs its indexed SQL
 //! target/release/bakkal-bench get-offers     # GetOffers vs GetCustomer of the same customer
 //! target/release/bakkal-bench campaign       # a 1M-customer campaign run vs raw outbox inserts
+//! target/release/bakkal-bench backup         # online backup of 1M customers; GetCustomer p99 during vs without
 //! ```
 //! The servers run as separate processes (the release `bakkal` binary next to this one), so
 //! their peak memory is their own.
 
+mod backup;
 mod campaign;
 mod desk;
 mod get_customer;
@@ -114,6 +116,19 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// BackupService/CreateBackup of the generated N-customer database (the `segments`
+    /// database) while GetCustomer load runs, against the same load without a backup.
+    Backup {
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: usize,
+        /// Keep the generated database here and reuse it on later runs (default: a temp dir).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+    },
     /// The baseline server of `get-customer` (started by it; not for direct use).
     #[command(hide = true)]
     BareServer {
@@ -167,6 +182,12 @@ fn main() -> anyhow::Result<()> {
             rounds,
             dir,
         } => rt.block_on(campaign::run(customers, rounds, dir)),
+        Command::Backup {
+            customers,
+            dir,
+            connections,
+            streams,
+        } => rt.block_on(backup::run(customers, dir, connections, streams)),
         Command::BareServer {
             listen,
             message_hex,

@@ -8,6 +8,7 @@
 mod access;
 mod args;
 mod articles;
+pub mod backup;
 mod cache;
 mod campaigns;
 mod customers;
