@@ -8,6 +8,7 @@
 mod access;
 mod args;
 mod articles;
+pub mod audit;
 mod cache;
 mod campaigns;
 mod customers;
@@ -288,6 +289,7 @@ impl Store {
         Ok(WriteTx {
             tx,
             generation: self.generation.clone(),
+            audit: Vec::new(),
             _writer: writer,
         })
     }
@@ -314,15 +316,26 @@ impl Store {
 pub(crate) struct WriteTx {
     tx: Transaction<'static, Any>,
     generation: Generation,
+    /// The audit events this transaction records, appended just before it commits.
+    audit: Vec<audit::Pending>,
     /// This process's turn to write (SQLite), held until the transaction ends; declared after
     /// `tx`, so it is released after the transaction is.
     _writer: Option<(OwnedMutexGuard<()>, Option<Foreground>)>,
 }
 
 impl WriteTx {
-    pub async fn commit(self) -> Result<()> {
+    /// Append the audit events this transaction collected (see `audit`), then commit: the
+    /// events are in the write's transaction, so a rolled-back write leaves none.
+    pub async fn commit(mut self) -> Result<()> {
+        self.append_audit(bakkal_domain::time::now_micros()).await?;
         self.tx.commit().await?;
         self.generation.bump();
+        Ok(())
+    }
+
+    /// Commit without retiring the read cache: for a transaction that wrote only audit events.
+    pub(crate) async fn commit_quietly(self) -> Result<()> {
+        self.tx.commit().await?;
         Ok(())
     }
 }
