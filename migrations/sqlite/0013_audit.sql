@@ -34,3 +34,15 @@ CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
 BEGIN
     SELECT RAISE(ABORT, 'audit events are append-only');
 END;
+
+-- The keys that seal the personal values (email, phone, birth date) of customer events, one
+-- per event, under the customer's id (crates/bakkal-store/src/audit/seal.rs). Outside the
+-- chain and not append-only: erasing a customer deletes their keys, and their events' personal
+-- values can no longer be read, while the chain over the sealed text still verifies.
+CREATE TABLE audit_keys (
+    key_id          TEXT   PRIMARY KEY,
+    customer_id     BIGINT NOT NULL,
+    key             TEXT   NOT NULL
+);
+
+CREATE INDEX audit_keys_customer ON audit_keys (customer_id);

@@ -10,6 +10,7 @@
 
 mod chain;
 mod read;
+mod seal;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -141,7 +142,14 @@ impl crate::WriteTx {
             .map(|c| c.actor())
             .unwrap_or_else(|| Actor::system("unattributed"));
         let n = pending.len();
-        for p in pending {
+        for mut p in pending {
+            // a customer's personal values are sealed with a key of this event's own
+            let key = bakkal_domain::name::parse_customer(&p.resource)
+                .filter(|_| seal::has_personal(&p.changes))
+                .map(|customer| (customer, seal::EventKey::new()));
+            if let Some((_, k)) = &key {
+                seal::seal(&mut p.changes, k);
+            }
             let event = NewAuditEvent {
                 time: now,
                 actor: actor.clone(),
@@ -151,7 +159,7 @@ impl crate::WriteTx {
                 code: "OK".into(),
                 changes: p.changes,
             };
-            chain::append(&mut self.tx, &event).await?;
+            chain::append(&mut self.tx, &event, key.as_ref().map(|(c, k)| (*c, k))).await?;
         }
         if let Some(c) = &call {
             c.count(n);
@@ -160,12 +168,24 @@ impl crate::WriteTx {
     }
 }
 
+/// Forget the keys of customer `id`'s events (and of those merged into it): an erasure.
+pub(crate) async fn forget_keys(conn: &mut sqlx::AnyConnection, id: i64) -> crate::Result<()> {
+    sqlx::query(
+        "DELETE FROM audit_keys WHERE customer_id = $1 \
+         OR customer_id IN (SELECT id FROM customers WHERE merged_into = $1)",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 impl crate::Store {
     /// Record an event outside any write (a denied or failed call, an export, a write RPC
     /// that committed nothing), in a transaction of its own. Does not retire the read cache.
     pub async fn record_audit(&self, event: NewAuditEvent) -> crate::Result<()> {
         let mut tx = self.write_tx().await?;
-        chain::append(&mut tx.tx, &event).await?;
+        chain::append(&mut tx.tx, &event, None).await?;
         tx.commit_quietly().await?;
         if let Some(c) = current() {
             c.count(1);

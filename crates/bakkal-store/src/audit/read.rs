@@ -6,6 +6,9 @@ use bakkal_domain::audit::{
 };
 use bakkal_domain::time::Micros;
 
+use std::collections::HashMap;
+
+use super::seal;
 use crate::args::{bind_as, Arg};
 use crate::page::{after_id, split_page, Cursor};
 use crate::{Result, Store, StoreError};
@@ -131,7 +134,8 @@ impl Store {
         let rows: Vec<Row> = bind_as(sqlx::query_as(&sql), &args)
             .fetch_all(&self.pool)
             .await?;
-        let events = rows.into_iter().map(event).collect::<Result<Vec<_>>>()?;
+        let mut events = rows.into_iter().map(event).collect::<Result<Vec<_>>>()?;
+        self.open_sealed(&mut events).await?;
         Ok(split_page(events, page_size, |e| Cursor::Int(e.seq, e.seq)))
     }
 
@@ -144,7 +148,39 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(event).collect()
+        let mut events = rows.into_iter().map(event).collect::<Result<Vec<_>>>()?;
+        self.open_sealed(&mut events).await?;
+        Ok(events)
+    }
+
+    /// Open the sealed personal values of `events` with the keys still kept.
+    async fn open_sealed(&self, events: &mut [AuditEvent]) -> Result<()> {
+        let mut ids: Vec<String> = events
+            .iter()
+            .flat_map(|e| seal::key_ids(&e.event.changes))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut keys = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT key_id, key FROM audit_keys WHERE key_id IN ({})",
+                marks.join(", ")
+            );
+            let args: Vec<Arg> = chunk.iter().cloned().map(Arg::Text).collect();
+            let rows: Vec<(String, String)> = bind_as(sqlx::query_as(&sql), &args)
+                .fetch_all(&self.pool)
+                .await?;
+            keys.extend(rows);
+        }
+        for e in events.iter_mut() {
+            seal::open(&mut e.event.changes, &keys);
+        }
+        Ok(())
     }
 
     /// The last seq (0 for an empty trail).

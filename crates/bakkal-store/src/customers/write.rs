@@ -221,7 +221,9 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        // the erasure says which fields it erased, never what they held
+        // the personal values of their earlier events become unreadable; the erasure says
+        // which fields it erased, never what they held
+        crate::audit::forget_keys(&mut tx, id).await?;
         tx.audit(
             current.name(),
             AuditAction::Delete,
