@@ -16,6 +16,8 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
+use crate::audit::service::AuditApi;
+use crate::audit::AuditLayer;
 use crate::auth::layer::AuthLayer;
 use crate::auth::service::AccessApi;
 use crate::auth::Authenticator;
@@ -26,6 +28,7 @@ use crate::loyalty_service::LoyaltyApi;
 use crate::offer_service::OfferApi;
 use crate::proto;
 use crate::proto::access_service_server::AccessServiceServer;
+use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::loyalty_service_server::LoyaltyServiceServer;
@@ -73,8 +76,9 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 8] = [
+const SERVICES: [&str; 9] = [
     <AccessServiceServer<AccessApi> as NamedService>::NAME,
+    <AuditServiceServer<AuditApi> as NamedService>::NAME,
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ScriptServiceServer<ScriptApi> as NamedService>::NAME,
     <SegmentServiceServer<SegmentApi> as NamedService>::NAME,
@@ -211,6 +215,12 @@ pub async fn run(
         store.clone(),
         auth.clone()
     )));
+    // Audit watches end at shutdown, so they do not hold the graceful stop.
+    let (stop_watches, watches_stop) = tokio::sync::watch::channel(false);
+    let audit = with_codecs!(AuditServiceServer::new(AuditApi::new(
+        store.clone(),
+        watches_stop
+    )));
 
     let layers = ServiceBuilder::new()
         .layer(tracing_layer::screen_request_id_layer())
@@ -218,6 +228,8 @@ pub async fn run(
         .layer(tracing_layer::trace_layer())
         .layer(tracing_layer::propagate_request_id())
         .layer(tracing_layer::decode_errors())
+        // the audit trail's call around everything after: denied calls are audited too
+        .layer(AuditLayer::new(store.clone()))
         // who is calling and may they: before any body is decoded
         .layer(AuthLayer::new(auth));
 
@@ -225,38 +237,45 @@ pub async fn run(
     let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = crate::dispatcher::outbox_path(config.outbox_file.as_ref(), &config.database_url);
     let sinks = crate::dispatcher::Sinks::build(&config.delivery, outbox).await?;
-    let dispatcher = tokio::spawn(crate::dispatcher::run(
-        store.clone(),
-        sinks,
-        stop_rx.clone(),
+    // Background work writes as itself: `system:{task}` in the audit trail.
+    use bakkal_store::audit::{scope, Call};
+    let dispatcher = tokio::spawn(scope(
+        Call::system("dispatcher"),
+        crate::dispatcher::run(store.clone(), sinks, stop_rx.clone()),
     ));
     // The SLA watcher, stopped the same way.
-    let sla_watcher = tokio::spawn(crate::service_desk::watcher::run(
-        store.clone(),
-        script_host.clone(),
-        config.desk.clone(),
-        stop_rx.clone(),
+    let sla_watcher = tokio::spawn(scope(
+        Call::system("sla-watcher"),
+        crate::service_desk::watcher::run(
+            store.clone(),
+            script_host.clone(),
+            config.desk.clone(),
+            stop_rx.clone(),
+        ),
     ));
     // The campaign scheduler (runs, triggers, events), stopped with the dispatcher.
-    let scheduler = tokio::spawn(crate::scheduler::run(
-        store.clone(),
-        script_host.clone(),
-        crate::scheduler::SchedulerOptions {
-            tick: config.scheduler_tick,
-            ..Default::default()
-        },
-        wake_scheduler,
-        stop_rx.clone(),
+    let scheduler = tokio::spawn(scope(
+        Call::system("scheduler"),
+        crate::scheduler::run(
+            store.clone(),
+            script_host.clone(),
+            crate::scheduler::SchedulerOptions {
+                tick: config.scheduler_tick,
+                ..Default::default()
+            },
+            wake_scheduler,
+            stop_rx.clone(),
+        ),
     ));
     // The loyalty points-expiry sweep, stopped the same way.
-    let sweeper = tokio::spawn(crate::loyalty_sweeper::run(
-        store.clone(),
-        config.loyalty_sweep,
-        stop_rx,
+    let sweeper = tokio::spawn(scope(
+        Call::system("loyalty-sweeper"),
+        crate::loyalty_sweeper::run(store.clone(), config.loyalty_sweep, stop_rx),
     ));
 
     let shutdown = async move {
         shutdown.await;
+        let _ = stop_watches.send(true);
         tokio::spawn(async move {
             tokio::time::sleep(SCRIPT_GRACE).await;
             tracing::info!("stopping the scripts still running");
@@ -293,6 +312,7 @@ pub async fn run(
         .add_service(offers)
         .add_service(loyalty)
         .add_service(access)
+        .add_service(audit)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();

@@ -16,6 +16,7 @@ pub enum Family {
     Desk,
     DeskAdmin,
     Access,
+    Audit,
 }
 
 /// Whether a call only reads, or changes something (audited), or exports data in bulk.
@@ -658,6 +659,25 @@ pub const TABLE: &[Rpc] = &[
         DeskAdmin,
         Read,
     ),
+    // the audit trail
+    rpc(
+        "bakkal.v1.AuditService/ListAuditEvents",
+        "audit.list",
+        Audit,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.AuditService/WatchAuditEvents",
+        "audit.watch",
+        Audit,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.AuditService/VerifyAuditChain",
+        "audit.verify",
+        Audit,
+        Read,
+    ),
 ];
 
 /// Permissions that are not an RPC's but change what a response holds.
@@ -744,7 +764,10 @@ impl BuiltIn {
             BuiltIn::AgentLead => "an agent who also runs teams, agents, SLA policies, articles and the service report",
             BuiltIn::SalesRep => "customers they work with: reads, creates and updates them, records interactions and orders",
             BuiltIn::SalesManager => "a sales rep who also reads segments, the pyramid and campaign reports",
-            BuiltIn::Auditor => "reads users, service accounts, keys and roles; identity",
+            BuiltIn::Auditor => {
+                "reads users, service accounts, keys and roles; lists, watches and verifies \
+                 the audit trail (personal data masked); identity"
+            }
         }
     }
 
@@ -774,7 +797,7 @@ impl BuiltIn {
                     || (r.family == Customers && read)
                     || p == "loyaltyprogram.get"
             }
-            BuiltIn::Analyst => read && r.family != Access,
+            BuiltIn::Analyst => read && !matches!(r.family, Access | Audit),
             BuiltIn::Agent => {
                 r.family == Desk
                     || (r.family == Customers && read)
@@ -813,7 +836,7 @@ impl BuiltIn {
                             | "campaigns.report"
                     )
             }
-            BuiltIn::Auditor => r.family == Access && read,
+            BuiltIn::Auditor => matches!(r.family, Access | Audit) && read,
         }
     }
 
