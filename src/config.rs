@@ -39,6 +39,8 @@ pub struct Config {
     pub future_tolerance: Duration,
     /// The currency of an order that names none (`--default-currency`); `None`: required.
     pub default_currency: Option<String>,
+    /// Write the audit trail (`--no-audit-trail` turns it off, to measure what it costs).
+    pub audit_trail: bool,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             connections: crate::connections::ConnectionLimits::default(),
             future_tolerance: Duration::from_secs(300),
             default_currency: None,
+            audit_trail: true,
         }
     }
 }

@@ -124,6 +124,9 @@ enum Command {
         /// Serve a non-loopback address without authentication (trusted networks only).
         #[arg(long, env = "BAKKAL_INSECURE_NO_AUTH", conflicts_with = "require_auth")]
         insecure_no_auth: bool,
+        /// Write no audit events (to measure what the trail costs; never in production).
+        #[arg(long, env = "BAKKAL_NO_AUDIT_TRAIL")]
+        no_audit_trail: bool,
         /// Client connections open at once; the next waits until one closes.
         #[arg(long, env = "BAKKAL_MAX_CLIENT_CONNECTIONS", default_value_t = 4096)]
         max_client_connections: usize,
@@ -237,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
             loyalty_sweep_secs,
             require_auth,
             insecure_no_auth,
+            no_audit_trail,
             max_client_connections,
             max_streams_per_connection,
             handshake_timeout_secs,
@@ -272,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 future_tolerance: Duration::from_secs(future_tolerance_secs),
                 default_currency: default_currency.map(|c| c.trim().to_uppercase()),
+                audit_trail: !no_audit_trail,
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -371,6 +376,7 @@ async fn main() -> anyhow::Result<()> {
                 connections: Default::default(),
                 future_tolerance: std::time::Duration::from_secs(300),
                 default_currency: None,
+                audit_trail: true,
             };
             let store = server::open_store(&config).await?;
             store.close().await;

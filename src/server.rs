@@ -46,6 +46,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let mut opts = StoreOptions::new(config.database_url.clone());
     opts.max_connections = config.max_connections;
     opts.cache_capacity = config.customer_cache;
+    opts.audit = config.audit_trail;
     let store = Store::connect(&opts)
         .await
         .with_context(|| format!("cannot open the database {}", redact(&config.database_url)))?;
@@ -149,6 +150,9 @@ pub async fn run(
     }
     let store = open_store(&config).await?;
     let addr = listener.local_addr()?;
+    if !config.audit_trail {
+        tracing::warn!("the audit trail is OFF (--no-audit-trail): writes leave no audit events");
+    }
     let auth = Arc::new(Authenticator::new(
         store.clone(),
         check_auth_posture(&config, addr, &store).await?,

@@ -798,7 +798,106 @@ async fn parallel_writes_keep_one_chain(backend: Backend) {
     server.stop().await;
 }
 
+/// bakkal's own work is attributed to it: the SLA watcher's change of a ticket's SLA status
+/// is `system:sla-watcher`'s; on a server without authentication callers are `open`.
+async fn background_work_is_attributed_to_its_task(backend: Backend) {
+    let Some(db) = common::TestDb::new(backend).await else {
+        return;
+    };
+    let clock = bakkal::config::Clock::manual(bakkal_domain::time::now_micros());
+    let c = clock.clone();
+    let server = TestServer::start_on_with(db, move |cfg| {
+        cfg.desk = bakkal::config::DeskConfig {
+            clock: c,
+            sla_watch_interval: Duration::from_millis(50),
+            message_script: None,
+        }
+    })
+    .await;
+    let mut desk = ServiceDeskServiceClient::new(server.channel.clone());
+    desk.create_sla_policy(proto::CreateSlaPolicyRequest {
+        sla_policy: Some(proto::SlaPolicy {
+            display_name: "complaints".into(),
+            kinds: vec![proto::TicketKind::Complaint as i32],
+            first_response_within: Some(prost_types::Duration {
+                seconds: 600,
+                nanos: 0,
+            }),
+            resolve_within: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            at_risk_fraction: 0.5,
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("policy");
+    let t = desk
+        .create_ticket(proto::CreateTicketRequest {
+            ticket: Some(proto::Ticket {
+                contact_email: "gul@example.com".into(),
+                kind: proto::TicketKind::Complaint as i32,
+                channel: proto::InteractionChannel::Email as i32,
+                subject: "Late".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("ticket")
+        .into_inner();
+    clock.advance(Duration::from_secs(3 * 3600));
+    common::wait_for(
+        &server.db_url,
+        &format!(
+            "SELECT COUNT(*) FROM audit_events WHERE principal = 'system:sla-watcher' \
+             AND resource = '{}'",
+            t.name
+        ),
+        1,
+    )
+    .await;
+    let evs = AuditServiceClient::new(server.channel.clone())
+        .list_audit_events(of_resource(&t.name))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(evs[0].principal, "open");
+    assert_eq!(evs[0].method, "bakkal.v1.ServiceDeskService/CreateTicket");
+    let watcher = evs
+        .iter()
+        .find(|e| e.principal == "system:sla-watcher")
+        .expect("the watcher's event");
+    assert_eq!(watcher.method, "");
+    assert_eq!(
+        change(watcher, "sla_status").before.as_deref(),
+        Some("ON_TRACK")
+    );
+    server.stop().await;
+}
+
+/// With the trail turned off (to measure its cost), writes leave no events.
+async fn the_trail_can_be_turned_off(backend: Backend) {
+    let Some(server) = TestServer::start_with(backend, |c| c.audit_trail = false).await else {
+        return;
+    };
+    customers(&server)
+        .create_customer(proto::CreateCustomerRequest {
+            customer: Some(person("Hakan", "hakan@example.com")),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create");
+    let n = common::count(&server.db_url, "SELECT COUNT(*) FROM audit_events").await;
+    assert_eq!(n, 0);
+    server.stop().await;
+}
+
 for_each_backend!(
+    background_work_is_attributed_to_its_task,
+    the_trail_can_be_turned_off,
     writes_are_audited_once_with_who_and_what,
     denied_calls_are_audited_and_no_secret_is,
     lists_filter_page_and_mask,

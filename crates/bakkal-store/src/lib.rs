@@ -111,6 +111,8 @@ pub struct Store {
     /// SQLite has one writer: write transactions of this process queue here, in turn, instead
     /// of in SQLite's busy handler, which sleeps up to 100 ms between tries.
     writer: Option<Arc<Writer>>,
+    /// Whether write transactions append audit events.
+    audit: bool,
 }
 
 /// The turn to write on SQLite, and how many foreground writers wait for it or hold it
@@ -149,6 +151,8 @@ pub struct StoreOptions {
     /// Customers kept in the read cache on SQLite (0: none). PostgreSQL never caches, since
     /// other servers may write to it.
     pub cache_capacity: usize,
+    /// Write the audit trail (`audit/`); off only to measure what it costs.
+    pub audit: bool,
 }
 
 impl StoreOptions {
@@ -157,6 +161,7 @@ impl StoreOptions {
             url: url.into(),
             max_connections: 16,
             cache_capacity: 100_000,
+            audit: true,
         }
     }
 }
@@ -213,6 +218,7 @@ impl Store {
             generation: Generation::default(),
             cache,
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Writer::default())),
+            audit: opts.audit,
         })
     }
 
@@ -290,6 +296,7 @@ impl Store {
             tx,
             generation: self.generation.clone(),
             audit: Vec::new(),
+            audit_on: self.audit,
             _writer: writer,
         })
     }
@@ -318,6 +325,7 @@ pub(crate) struct WriteTx {
     generation: Generation,
     /// The audit events this transaction records, appended just before it commits.
     audit: Vec<audit::Pending>,
+    audit_on: bool,
     /// This process's turn to write (SQLite), held until the transaction ends; declared after
     /// `tx`, so it is released after the transaction is.
     _writer: Option<(OwnedMutexGuard<()>, Option<Foreground>)>,

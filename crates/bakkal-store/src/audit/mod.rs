@@ -122,8 +122,11 @@ impl crate::WriteTx {
         &mut self,
         now: bakkal_domain::time::Micros,
     ) -> crate::Result<()> {
-        let call = current();
         let mut pending = std::mem::take(&mut self.audit);
+        if !self.audit_on {
+            return Ok(());
+        }
+        let call = current();
         if pending.is_empty() {
             match &call {
                 Some(c) if c.write && c.appended() == 0 => {
@@ -184,6 +187,9 @@ impl crate::Store {
     /// Record an event outside any write (a denied or failed call, an export, a write RPC
     /// that committed nothing), in a transaction of its own. Does not retire the read cache.
     pub async fn record_audit(&self, event: NewAuditEvent) -> crate::Result<()> {
+        if !self.audit {
+            return Ok(());
+        }
         let mut tx = self.write_tx().await?;
         chain::append(&mut tx.tx, &event, None).await?;
         tx.commit_quietly().await?;
