@@ -332,6 +332,49 @@ async fn writes_are_audited_once_with_who_and_what(backend: Backend) {
             "req-ticket-1"
         ],
     );
+
+    // the access writes that made the key name their resources too
+    for (resource, method) in [
+        (
+            account.clone(),
+            "bakkal.v1.AccessService/CreateServiceAccount",
+        ),
+        (
+            format!("apiKeys/{key_id}"),
+            "bakkal.v1.AccessService/CreateApiKey",
+        ),
+    ] {
+        let evs = events(&server, &admin, of_resource(&resource)).await;
+        assert_eq!(evs.len(), 1, "{evs:?}");
+        assert_eq!(evs[0].method, method);
+        assert_eq!(evs[0].action, proto::AuditAction::Create as i32);
+    }
+
+    // an export is audited
+    let mut export = customers(&server)
+        .export_customers(keyed(
+            proto::ExportCustomersRequest::default(),
+            &key,
+            Some("req-export-1"),
+        ))
+        .await
+        .expect("export")
+        .into_inner();
+    while export.message().await.expect("export stream").is_some() {}
+    let evs = events(
+        &server,
+        &admin,
+        proto::ListAuditEventsRequest {
+            method: "bakkal.v1.CustomerService/ExportCustomers".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(evs[0].action, proto::AuditAction::Export as i32);
+    assert_eq!(evs[0].result, proto::AuditResult::Ok as i32);
+    assert_eq!(evs[0].request_id, "req-export-1");
+    assert_eq!(evs[0].principal, account);
     server.stop().await;
 }
 

@@ -915,6 +915,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let seg = segment_from_row(&row)?;
+        tx.audit_call(seg.name());
         tx.commit().await?;
         Ok(seg)
     }
@@ -1063,6 +1064,7 @@ impl Store {
             return Err(StoreError::NotFound(segment_name(segment_id)));
         };
         let seg = segment_from_row(&row)?;
+        tx.audit_call(seg.name());
         tx.commit().await?;
         Ok((seg, entered.len() as i64, exited.len() as i64))
     }

@@ -175,6 +175,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let u = user_from_row(&row)?;
+        tx.audit_call(u.name());
         tx.commit().await?;
         Ok(u)
     }
@@ -245,6 +246,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let u = user_from_row(&row)?;
+        tx.audit_call(u.name());
         tx.commit().await?;
         Ok(u)
     }
@@ -279,6 +281,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let a = account_from_row(&row)?;
+        tx.audit_call(a.name());
         tx.commit().await?;
         Ok(a)
     }

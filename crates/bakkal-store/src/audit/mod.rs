@@ -116,6 +116,16 @@ impl crate::WriteTx {
         });
     }
 
+    /// Record that this transaction acts on `resource`, the action named by the current
+    /// call's method (`CreateUser` → CREATE, `LaunchCampaign` → CHANGE; CHANGE for background
+    /// work), without field changes.
+    pub(crate) fn audit_call(&mut self, resource: impl Into<String>) {
+        let action = current()
+            .map(|c| AuditAction::of_method(&c.actor().method))
+            .unwrap_or(AuditAction::Change);
+        self.audit(resource, action, Vec::new());
+    }
+
     /// Append the collected events (or, for a write RPC's first commit that named none, one
     /// for the call), in this transaction. Called by `commit`.
     pub(crate) async fn append_audit(

@@ -64,6 +64,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let p = policy_from_row(&row)?;
+        tx.audit_call(sla_policy_name(p.id));
         tx.commit().await?;
         Ok(p)
     }
@@ -130,6 +131,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let p = policy_from_row(&row)?;
+        tx.audit_call(sla_policy_name(p.id));
         tx.commit().await?;
         Ok(p)
     }
