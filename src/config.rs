@@ -47,6 +47,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
     /// The backup directory, scheduled backups and how many are kept (`backup/`).
     pub backup: crate::backup::BackupConfig,
+    /// Write the audit trail (`--no-audit-trail` turns it off, to measure what it costs).
+    pub audit_trail: bool,
 }
 
 impl Config {
@@ -71,6 +73,7 @@ impl Config {
             metrics: crate::metrics::MetricsConfig::default(),
             tls: None,
             backup: crate::backup::BackupConfig::default(),
+            audit_trail: true,
         }
     }
 }

@@ -582,7 +582,8 @@ impl CustomerService for CustomerApi {
         // What the committed batches did: the writer's only report, read whatever ends it.
         let (progress_tx, progress) = watch::channel(Progress::default());
         let store = self.store.clone();
-        let writer = tokio::spawn(async move {
+        // the writer's transactions are this call's (the audit trail attributes them to it)
+        let writer = tokio::spawn(bakkal_store::audit::inherit(async move {
             let mut busy = std::time::Duration::ZERO;
             while let Some(batch) = rx.recv().await {
                 let started = std::time::Instant::now();
@@ -602,7 +603,7 @@ impl CustomerService for CustomerApi {
                 "import writer done"
             );
             Ok::<_, bakkal_store::StoreError>(())
-        });
+        }));
 
         let started = std::time::Instant::now();
         let mut row: i64 = 0;

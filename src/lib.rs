@@ -4,6 +4,7 @@
 //! and domain types, maps every error to one status code (see [`status`]), and nothing else:
 //! the rules live in `bakkal-domain`, the SQL in `bakkal-store`.
 
+pub mod audit;
 pub mod auth;
 pub mod backup;
 mod campaign_service;

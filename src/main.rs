@@ -212,6 +212,9 @@ enum Command {
         oidc: OidcArgs,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Write no audit events (to measure what the trail costs; never in production).
+        #[arg(long, env = "BAKKAL_NO_AUDIT_TRAIL")]
+        no_audit_trail: bool,
         /// Client connections open at once; the next waits until one closes.
         #[arg(long, env = "BAKKAL_MAX_CLIENT_CONNECTIONS", default_value_t = 4096)]
         max_client_connections: usize,
@@ -377,6 +380,7 @@ async fn main() -> anyhow::Result<()> {
             insecure_no_auth,
             oidc,
             limits,
+            no_audit_trail,
             max_client_connections,
             max_streams_per_connection,
             handshake_timeout_secs,
@@ -429,6 +433,7 @@ async fn main() -> anyhow::Result<()> {
                     every: backups.backup_every,
                     keep: backups.backup_keep,
                 },
+                audit_trail: !no_audit_trail,
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -551,6 +556,7 @@ async fn main() -> anyhow::Result<()> {
                 metrics: Default::default(),
                 tls: None,
                 backup: Default::default(),
+                audit_trail: true,
             };
             let store = server::open_store(&config).await?;
             store.close().await;

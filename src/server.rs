@@ -16,6 +16,8 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
+use crate::audit::service::AuditApi;
+use crate::audit::AuditLayer;
 use crate::auth::layer::AuthLayer;
 use crate::auth::service::AccessApi;
 use crate::auth::Authenticator;
@@ -32,6 +34,7 @@ use crate::offer_service::OfferApi;
 use crate::proto;
 use crate::proto::access_service_server::AccessServiceServer;
 use crate::proto::backup_service_server::BackupServiceServer;
+use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::loyalty_service_server::LoyaltyServiceServer;
@@ -58,6 +61,7 @@ async fn open_observed_store(
     opts.max_connections = config.max_connections;
     opts.cache_capacity = config.customer_cache;
     opts.observer = observer;
+    opts.audit = config.audit_trail;
     let store = Store::connect(&opts)
         .await
         .with_context(|| format!("cannot open the database {}", redact(&config.database_url)))?;
@@ -90,6 +94,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// The bakkal services whose health is reported one by one.
 const SERVICES: [&str; 9] = [
     <AccessServiceServer<AccessApi> as NamedService>::NAME,
+    <AuditServiceServer<AuditApi> as NamedService>::NAME,
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
     <ScriptServiceServer<ScriptApi> as NamedService>::NAME,
     <SegmentServiceServer<SegmentApi> as NamedService>::NAME,
@@ -185,6 +190,9 @@ pub async fn run(
     });
     let store = open_observed_store(&config, store_hooks).await?;
     let addr = listener.local_addr()?;
+    if !config.audit_trail {
+        tracing::warn!("the audit trail is OFF (--no-audit-trail): writes leave no audit events");
+    }
     let verifier = match &config.auth.oidc {
         Some(oidc) => Some(crate::auth::oidc::Verifier::start(oidc.clone()).await?),
         None => None,
@@ -263,6 +271,12 @@ pub async fn run(
         store.clone(),
         auth.clone()
     )));
+    // Audit watches end at shutdown, so they do not hold the graceful stop.
+    let (stop_watches, watches_stop) = tokio::sync::watch::channel(false);
+    let audit = with_codecs!(AuditServiceServer::new(AuditApi::new(
+        store.clone(),
+        watches_stop
+    )));
 
     let backups = Arc::new(Backups::new(store.clone(), config.backup.clone()));
     let backup = with_codecs!(BackupServiceServer::new(BackupApi::new(backups.clone())));
@@ -279,6 +293,8 @@ pub async fn run(
                 .map(|(m, _, _)| MetricsLayer::new(m.clone())),
         )
         .layer(tracing_layer::decode_errors())
+        // the audit trail's call around everything after: denied calls are audited too
+        .layer(AuditLayer::new(store.clone()))
         // who is calling and may they: before any body is decoded
         .layer(AuthLayer::new(auth))
         // the caller's rate and the server's calls in flight (health passes)
@@ -288,40 +304,45 @@ pub async fn run(
     let (stop_dispatch, stop_rx) = tokio::sync::watch::channel(false);
     let outbox = crate::dispatcher::outbox_path(config.outbox_file.as_ref(), &config.database_url);
     let sinks = crate::dispatcher::Sinks::build(&config.delivery, outbox).await?;
-    let dispatcher = tokio::spawn(crate::dispatcher::run(
-        store.clone(),
-        sinks,
-        stop_rx.clone(),
+    // Background work writes as itself: `system:{task}` in the audit trail.
+    use bakkal_store::audit::{scope, Call};
+    let dispatcher = tokio::spawn(scope(
+        Call::system("dispatcher"),
+        crate::dispatcher::run(store.clone(), sinks, stop_rx.clone()),
     ));
     // The SLA watcher, stopped the same way.
-    let sla_watcher = tokio::spawn(crate::service_desk::watcher::run(
-        store.clone(),
-        script_host.clone(),
-        config.desk.clone(),
-        stop_rx.clone(),
+    let sla_watcher = tokio::spawn(scope(
+        Call::system("sla-watcher"),
+        crate::service_desk::watcher::run(
+            store.clone(),
+            script_host.clone(),
+            config.desk.clone(),
+            stop_rx.clone(),
+        ),
     ));
     // The campaign scheduler (runs, triggers, events), stopped with the dispatcher.
-    let scheduler = tokio::spawn(crate::scheduler::run(
-        store.clone(),
-        script_host.clone(),
-        crate::scheduler::SchedulerOptions {
-            tick: config.scheduler_tick,
-            ..Default::default()
-        },
-        wake_scheduler,
-        stop_rx.clone(),
+    let scheduler = tokio::spawn(scope(
+        Call::system("scheduler"),
+        crate::scheduler::run(
+            store.clone(),
+            script_host.clone(),
+            crate::scheduler::SchedulerOptions {
+                tick: config.scheduler_tick,
+                ..Default::default()
+            },
+            wake_scheduler,
+            stop_rx.clone(),
+        ),
     ));
     // The loyalty points-expiry sweep, stopped the same way.
-    let sweeper = tokio::spawn(crate::loyalty_sweeper::run(
-        store.clone(),
-        config.loyalty_sweep,
-        stop_rx.clone(),
+    let sweeper = tokio::spawn(scope(
+        Call::system("loyalty-sweeper"),
+        crate::loyalty_sweeper::run(store.clone(), config.loyalty_sweep, stop_rx.clone()),
     ));
     // Scheduled backups (--backup-every), stopped the same way.
-    let scheduled_backups = tokio::spawn(crate::backup::schedule::run(
-        backups,
-        config.backup.every,
-        stop_rx,
+    let scheduled_backups = tokio::spawn(scope(
+        Call::system("backups"),
+        crate::backup::schedule::run(backups, config.backup.every, stop_rx),
     ));
 
     // The metrics endpoint, serving until the server has stopped; and its upkeep.
@@ -347,6 +368,7 @@ pub async fn run(
 
     let shutdown = async move {
         shutdown.await;
+        let _ = stop_watches.send(true);
         tokio::spawn(async move {
             tokio::time::sleep(SCRIPT_GRACE).await;
             tracing::info!("stopping the scripts still running");
@@ -403,6 +425,7 @@ pub async fn run(
         .add_service(loyalty)
         .add_service(access)
         .add_service(backup)
+        .add_service(audit)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.abort();

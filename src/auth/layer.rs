@@ -67,6 +67,10 @@ async fn decide(auth: &Authenticator, req: &mut Request<Body>) -> Result<(), Sta
     let caller = auth
         .authenticate(req.headers(), certificate.as_ref())
         .await?;
+    // the audit trail's call (AuditLayer) learns who it is
+    if let Some(call) = bakkal_store::audit::current() {
+        call.set_principal(caller.principal.name(), caller.principal.key_id.clone());
+    }
     if REFLECTION.iter().any(|p| path.starts_with(p)) {
         req.extensions_mut().insert(caller);
         return Ok(());

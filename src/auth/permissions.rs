@@ -20,6 +20,7 @@ pub enum Family {
     Access,
     /// Backups of the database: admin only.
     Backups,
+    Audit,
 }
 
 /// Whether a call only reads, or changes something (audited), or exports data in bulk.
@@ -681,6 +682,25 @@ pub const TABLE: &[Rpc] = &[
         Backups,
         Read,
     ),
+    // the audit trail
+    rpc(
+        "bakkal.v1.AuditService/ListAuditEvents",
+        "audit.list",
+        Audit,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.AuditService/WatchAuditEvents",
+        "audit.watch",
+        Audit,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.AuditService/VerifyAuditChain",
+        "audit.verify",
+        Audit,
+        Read,
+    ),
 ];
 
 /// Permissions that are not an RPC's but change what a response holds.
@@ -838,7 +858,10 @@ impl BuiltIn {
                  segments and campaigns (the pyramid and campaign reports need ALL customers: \
                  denied at TEAM scope)"
             }
-            BuiltIn::Auditor => "reads users, service accounts, keys and roles; identity",
+            BuiltIn::Auditor => {
+                "reads users, service accounts, keys and roles; lists, watches and verifies \
+                 the audit trail (personal data masked); identity"
+            }
         }
     }
 
@@ -868,7 +891,7 @@ impl BuiltIn {
                     || (r.family == Customers && read)
                     || p == "loyaltyprogram.get"
             }
-            BuiltIn::Analyst => read && !matches!(r.family, Access | Backups),
+            BuiltIn::Analyst => read && !matches!(r.family, Access | Backups | Audit),
             BuiltIn::Agent => {
                 r.family == Desk
                     || (r.family == Customers && read)
@@ -907,7 +930,7 @@ impl BuiltIn {
                             | "campaigns.report"
                     )
             }
-            BuiltIn::Auditor => r.family == Access && read,
+            BuiltIn::Auditor => matches!(r.family, Access | Audit) && read,
         }
     }
 

@@ -396,3 +396,74 @@ macro_rules! for_each_backend {
         }
     };
 }
+
+/// A server requiring API keys, and an admin key made before it started (as `bakkal keys
+/// create` does).
+pub async fn secured(backend: Backend) -> Option<(TestServer, String)> {
+    let db = TestDb::new(backend).await?;
+    let config = Config::new("127.0.0.1:0".parse().unwrap(), db.url.clone());
+    let store = bakkal::server::open_store(&config).await.expect("store");
+    let (_, admin) = bakkal::auth::keys::bootstrap(&store, "ops", "admin", 1)
+        .await
+        .expect("bootstrap key");
+    store.close().await;
+    let server = TestServer::start_on_with(db, |c| c.auth.require = true).await;
+    Some((server, admin))
+}
+
+/// `msg` as a request carrying the API key `key` (and `x-request-id`, when given).
+pub fn keyed<T>(msg: T, key: &str, request_id: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("header value"),
+    );
+    if let Some(id) = request_id {
+        r.metadata_mut()
+            .insert("x-request-id", id.parse().expect("header value"));
+    }
+    r
+}
+
+static NEXT_ACCOUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A new service account with `role` and a key for it, made through the API with the admin
+/// key: (the account's name, the key's id, the key's secret text).
+pub async fn service_key(server: &TestServer, admin: &str, role: &str) -> (String, String, String) {
+    let mut a =
+        bakkal::proto::access_service_client::AccessServiceClient::new(server.channel.clone());
+    let n = NEXT_ACCOUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sa = a
+        .create_service_account(keyed(
+            proto::CreateServiceAccountRequest {
+                service_account: Some(proto::ServiceAccount {
+                    display_name: format!("svc-{role}-{n}"),
+                    roles: vec![role.to_string()],
+                    ..Default::default()
+                }),
+            },
+            admin,
+            None,
+        ))
+        .await
+        .expect("service account")
+        .into_inner();
+    let k = a
+        .create_api_key(keyed(
+            proto::CreateApiKeyRequest {
+                parent: sa.name.clone(),
+                api_key: Some(proto::ApiKey {
+                    display_name: format!("{role} key"),
+                    ..Default::default()
+                }),
+            },
+            admin,
+            None,
+        ))
+        .await
+        .expect("api key")
+        .into_inner();
+    let key = k.api_key.expect("key");
+    let key_id = key.name.trim_start_matches("apiKeys/").to_string();
+    (sa.name, key_id, k.secret)
+}

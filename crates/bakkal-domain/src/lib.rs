@@ -5,6 +5,7 @@
 //! I/O, no gRPC, no SQL: the store and the transport both lean on this crate, never the other way.
 
 pub mod access;
+pub mod audit;
 pub mod business_hours;
 pub mod customer;
 pub mod error;

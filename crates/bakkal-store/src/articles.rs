@@ -328,6 +328,7 @@ impl Store {
             .await?;
         }
         let a = load(&mut tx, id).await?;
+        tx.audit_call(a.name());
         tx.commit().await?;
         Ok(a)
     }
@@ -418,6 +419,7 @@ impl Store {
             write_topics(&mut tx, id, &next.topics).await?;
         }
         let a = load(&mut tx, id).await?;
+        tx.audit_call(a.name());
         tx.commit().await?;
         Ok(a)
     }

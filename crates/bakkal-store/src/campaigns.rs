@@ -338,6 +338,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let c = campaign_from_row(&row)?;
+        tx.audit_call(c.name());
         tx.commit().await?;
         Ok(c)
     }
@@ -436,6 +437,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let c = campaign_from_row(&row)?;
+        tx.audit_call(c.name());
         tx.commit().await?;
         Ok(c)
     }
@@ -450,6 +452,7 @@ impl Store {
     ) -> Result<Campaign> {
         let mut tx = self.write_tx().await?;
         let c = set_state_in(&mut tx, id, from, to, now).await?;
+        tx.audit_call(c.name());
         tx.commit().await?;
         Ok(c)
     }
@@ -513,6 +516,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let run = run_from_row(&row)?;
+        tx.audit_call(run.name());
         tx.commit().await?;
         Ok((c, run))
     }
@@ -785,6 +789,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let run = run_from_row(&row)?;
+        tx.audit_call(run.name());
         tx.commit().await?;
         Ok(run)
     }

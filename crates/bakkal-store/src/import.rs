@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use bakkal_domain::audit::AuditAction;
 use bakkal_domain::name::customer_name;
 use bakkal_domain::time::Micros;
 use bakkal_domain::{normalise, ConsentChannel, CustomerFields, Order};
@@ -289,6 +290,7 @@ impl Store {
             out.absorb(part);
             start = end;
         }
+        tx.audit("customers", AuditAction::Import, batch_changes(&out));
         tx.commit().await?;
         Ok(out)
     }
@@ -489,6 +491,7 @@ impl Store {
         for id in touched {
             crate::customers::refresh_totals(&mut tx, id, now).await?;
         }
+        tx.audit("orders", AuditAction::Import, batch_changes(&out));
         tx.commit().await?;
         Ok(out)
     }
@@ -499,6 +502,23 @@ fn import_reason(e: &StoreError) -> String {
         StoreError::Database(e) => format!("database refused the row: {e}"),
         other => other.to_string(),
     }
+}
+
+/// What an import batch's audit event records: how many rows it created, updated, recorded.
+fn batch_changes(out: &ImportOutcome) -> Vec<bakkal_domain::audit::FieldChange> {
+    [
+        ("created", out.created),
+        ("updated", out.updated),
+        ("orders_recorded", out.orders_recorded),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(f, n)| bakkal_domain::audit::FieldChange {
+        field: f.into(),
+        before: None,
+        after: Some(n.to_string()),
+    })
+    .collect()
 }
 
 #[cfg(test)]

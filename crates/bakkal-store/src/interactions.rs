@@ -71,6 +71,11 @@ impl Store {
         .bind(i.create_time)
         .fetch_one(&mut *tx)
         .await?;
+        tx.audit(
+            bakkal_domain::name::interaction_name(i.customer_id, id),
+            bakkal_domain::audit::AuditAction::Record,
+            Vec::new(),
+        );
         tx.commit().await?;
         i.id = id;
         Ok(i)

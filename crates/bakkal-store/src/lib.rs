@@ -9,6 +9,7 @@ mod access;
 mod args;
 mod articles;
 pub mod backup;
+pub mod audit;
 mod cache;
 mod campaigns;
 mod customers;
@@ -118,6 +119,8 @@ pub struct Store {
     writer: Option<Arc<Writer>>,
     /// Told how long connections and writer turns were waited for (`observe.rs`).
     observer: Option<Arc<dyn StoreObserver>>,
+    /// Whether write transactions append audit events.
+    audit: bool,
 }
 
 /// The turn to write on SQLite, and how many foreground writers wait for it or hold it
@@ -158,6 +161,8 @@ pub struct StoreOptions {
     pub cache_capacity: usize,
     /// Told how long connections and writer turns were waited for (metrics); `None`: nobody.
     pub observer: Option<Arc<dyn StoreObserver>>,
+    /// Write the audit trail (`audit/`); off only to measure what it costs.
+    pub audit: bool,
 }
 
 impl StoreOptions {
@@ -167,6 +172,7 @@ impl StoreOptions {
             max_connections: 16,
             cache_capacity: 100_000,
             observer: None,
+            audit: true,
         }
     }
 }
@@ -224,6 +230,7 @@ impl Store {
             cache,
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Writer::default())),
             observer: opts.observer.clone(),
+            audit: opts.audit,
         })
     }
 
@@ -311,6 +318,8 @@ impl Store {
         Ok(WriteTx {
             tx,
             generation: self.generation.clone(),
+            audit: Vec::new(),
+            audit_on: self.audit,
             _writer: writer,
         })
     }
@@ -349,15 +358,27 @@ impl Store {
 pub(crate) struct WriteTx {
     tx: Transaction<'static, Any>,
     generation: Generation,
+    /// The audit events this transaction records, appended just before it commits.
+    audit: Vec<audit::Pending>,
+    audit_on: bool,
     /// This process's turn to write (SQLite), held until the transaction ends; declared after
     /// `tx`, so it is released after the transaction is.
     _writer: Option<(OwnedMutexGuard<()>, Option<Foreground>)>,
 }
 
 impl WriteTx {
-    pub async fn commit(self) -> Result<()> {
+    /// Append the audit events this transaction collected (see `audit`), then commit: the
+    /// events are in the write's transaction, so a rolled-back write leaves none.
+    pub async fn commit(mut self) -> Result<()> {
+        self.append_audit(bakkal_domain::time::now_micros()).await?;
         self.tx.commit().await?;
         self.generation.bump();
+        Ok(())
+    }
+
+    /// Commit without retiring the read cache: for a transaction that wrote only audit events.
+    pub(crate) async fn commit_quietly(self) -> Result<()> {
+        self.tx.commit().await?;
         Ok(())
     }
 }

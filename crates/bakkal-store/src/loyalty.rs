@@ -658,6 +658,11 @@ impl Store {
         )
         .await?;
         settle(&mut tx, program, &acct, &old, now).await?;
+        tx.audit(
+            account_name(acct.customer_id),
+            bakkal_domain::audit::AuditAction::Change,
+            points_change(kind, signed),
+        );
         tx.commit().await?;
         Ok(Ok(t))
     }
@@ -734,6 +739,14 @@ impl Store {
             total += remaining;
         }
         settle(&mut tx, program, &acct, &old, now).await?;
+        if n > 0 {
+            // the sweeper's change (system:loyalty-sweeper, or RunExpirySweep's caller)
+            tx.audit(
+                account_name(acct.customer_id),
+                bakkal_domain::audit::AuditAction::Change,
+                points_change("EXPIRE", -total),
+            );
+        }
         tx.commit().await?;
         Ok((n, total))
     }
@@ -748,6 +761,23 @@ fn uuid_like(now: Micros) -> String {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// `customers/{id}/loyaltyAccount`.
+fn account_name(customer_id: i64) -> String {
+    format!(
+        "{}/loyaltyAccount",
+        bakkal_domain::name::customer_name(customer_id)
+    )
+}
+
+/// What a points change's audit event records: its kind and signed points.
+fn points_change(kind: &str, points: i64) -> Vec<bakkal_domain::audit::FieldChange> {
+    vec![bakkal_domain::audit::FieldChange {
+        field: format!("points.{}", kind.to_lowercase()),
+        before: None,
+        after: Some(points.to_string()),
+    }]
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Orders: recorded idempotently by the source system's id; every change recomputes the
 //! customer's value keys in the same transaction.
 
+use bakkal_domain::audit::AuditAction;
 use bakkal_domain::name::order_name;
 use bakkal_domain::time::Micros;
 use bakkal_domain::{Order, OrderLine, OrderStatus};
@@ -114,6 +115,16 @@ impl Store {
         let (stored, changed) = record_in(&mut tx, order, now).await?;
         crate::triggers::order_placed_event(&mut tx, &stored, changed, now).await?;
         crate::loyalty::order_recorded(&mut tx, &stored, changed, now).await?;
+        // a replayed order (nothing changed) is still the caller's call, without changes
+        tx.audit(
+            order_name(stored.customer_id, &stored.order_id),
+            AuditAction::Record,
+            if changed {
+                order_changes(&stored)
+            } else {
+                Vec::new()
+            },
+        );
         tx.commit().await?;
         Ok(stored)
     }
@@ -160,4 +171,17 @@ impl Store {
         orders.sort_by(|a, b| (b.placed_time, &b.order_id).cmp(&(a.placed_time, &a.order_id)));
         Ok(orders)
     }
+}
+
+/// What an order's audit event records: its status and total (no personal data).
+fn order_changes(o: &Order) -> Vec<bakkal_domain::audit::FieldChange> {
+    let change = |field: &str, after: String| bakkal_domain::audit::FieldChange {
+        field: field.into(),
+        before: None,
+        after: Some(after),
+    };
+    vec![
+        change("status", o.status.as_str().to_string()),
+        change("total", format!("{} {}", o.total(), o.currency)),
+    ]
 }

@@ -45,6 +45,11 @@ impl Store {
         .bind(p.update_time)
         .execute(&mut *tx)
         .await?;
+        tx.audit(
+            bakkal_domain::name::product_name(&p.sku),
+            bakkal_domain::audit::AuditAction::Update,
+            Vec::new(),
+        );
         tx.commit().await?;
         Ok(p)
     }

@@ -226,6 +226,7 @@ impl Store {
             .await?;
         }
         let s = load(&mut tx, id, None).await?;
+        tx.audit_call(s.name());
         tx.commit().await?;
         Ok(s)
     }
@@ -312,6 +313,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let s = load(&mut tx, id, None).await?;
+        tx.audit_call(s.name());
         tx.commit().await?;
         Ok(s)
     }
@@ -343,6 +345,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let s = load(&mut tx, id, None).await?;
+        tx.audit_call(s.name());
         tx.commit().await?;
         Ok(s)
     }

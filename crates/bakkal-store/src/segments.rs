@@ -929,6 +929,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let seg = segment_from_row(&row)?;
+        tx.audit_call(seg.name());
         tx.commit().await?;
         Ok(seg)
     }
@@ -1077,6 +1078,7 @@ impl Store {
             return Err(StoreError::NotFound(segment_name(segment_id)));
         };
         let seg = segment_from_row(&row)?;
+        tx.audit_call(seg.name());
         tx.commit().await?;
         Ok((seg, entered.len() as i64, exited.len() as i64))
     }

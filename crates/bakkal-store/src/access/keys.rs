@@ -153,6 +153,7 @@ impl Store {
     pub async fn create_api_key(&self, k: &NewApiKey, now: Micros) -> Result<ApiKey> {
         let mut tx = self.write_tx().await?;
         let key = insert_key(&mut tx, k, None, now).await?;
+        tx.audit_call(key.name());
         tx.commit().await?;
         Ok(key)
     }
@@ -203,6 +204,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let key = load_key(&mut tx, key_id).await?.0;
+        tx.audit_call(key.name());
         tx.commit().await?;
         Ok(key)
     }
@@ -241,6 +243,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        tx.audit_call(key.name());
         tx.commit().await?;
         Ok(key)
     }

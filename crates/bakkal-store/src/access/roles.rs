@@ -45,6 +45,7 @@ impl Store {
                 message: format!("role {} exists", role.name),
             });
         }
+        tx.audit_call(format!("roles/{}", role.name));
         tx.commit().await?;
         Ok(role.clone())
     }

@@ -320,6 +320,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let u = user_from_row(&row)?;
+        tx.audit_call(u.name());
         tx.commit().await?;
         Ok(u)
     }
@@ -420,6 +421,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let u = user_from_row(&row)?;
+        tx.audit_call(u.name());
         tx.commit().await?;
         Ok(u)
     }
@@ -445,6 +447,7 @@ impl Store {
         let mut a = account_from_row(&row)?;
         set_certificates(&mut tx, a.id, &f.client_certificates, now).await?;
         a.client_certificates = f.client_certificates.clone();
+        tx.audit_call(a.name());
         tx.commit().await?;
         Ok(a)
     }
@@ -485,6 +488,7 @@ impl Store {
         let mut a = account_from_row(&row)?;
         set_certificates(&mut tx, id, &f.client_certificates, now).await?;
         a.client_certificates = f.client_certificates.clone();
+        tx.audit_call(a.name());
         tx.commit().await?;
         Ok(a)
     }

@@ -2,6 +2,7 @@
 
 use super::query::like_escape;
 use super::*;
+use bakkal_domain::audit::{self, AuditAction};
 
 /// A possible duplicate and why it looks like one.
 #[derive(Debug, Clone)]
@@ -200,6 +201,20 @@ impl Store {
             refresh_referral_count(&mut tx, r).await?;
         }
         let merged = load_live(&mut tx, p.id).await?;
+        tx.audit(
+            merged.name(),
+            AuditAction::Merge,
+            audit::customer_changes(Some(&p.fields), &merged.fields),
+        );
+        tx.audit(
+            customer_name(d.id),
+            AuditAction::Merge,
+            vec![audit::FieldChange {
+                field: "merged_into".into(),
+                before: None,
+                after: Some(merged.name()),
+            }],
+        );
         tx.commit().await?;
         Ok(merged)
     }

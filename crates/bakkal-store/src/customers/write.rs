@@ -1,6 +1,7 @@
 //! Writing customers: create with duplicate prevention, masked updates with etags, erasure, and the email-key backfill.
 
 use super::*;
+use bakkal_domain::audit::{self, AuditAction};
 
 impl Store {
     /// Give every customer written before migration 0012 its email key, which only Rust can
@@ -116,6 +117,11 @@ impl Store {
             .await?;
         }
         let c = load_live(&mut tx, id).await?;
+        tx.audit(
+            customer_name(id),
+            AuditAction::Create,
+            audit::customer_changes(None, &c.fields),
+        );
         tx.commit().await?;
         Ok(c)
     }
@@ -168,6 +174,11 @@ impl Store {
             }
         }
         let c = load_live(&mut tx, current.id).await?;
+        tx.audit(
+            current.name(),
+            AuditAction::Update,
+            audit::customer_changes(Some(&current.fields), &c.fields),
+        );
         tx.commit().await?;
         Ok(c)
     }
@@ -210,6 +221,14 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        // the personal values of their earlier events become unreadable; the erasure says
+        // which fields it erased, never what they held
+        crate::audit::forget_keys(&mut tx, id).await?;
+        tx.audit(
+            current.name(),
+            AuditAction::Delete,
+            audit::erasure_changes(&current.fields),
+        );
         tx.commit().await?;
         Ok(())
     }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use bakkal_domain::audit::{self, AuditAction};
 use bakkal_domain::business_hours::{BusinessHours, BusinessHoursSpec};
 use bakkal_domain::filter::{Clause, FieldKind, Op, Value};
 use bakkal_domain::ticket::{

@@ -64,6 +64,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let p = policy_from_row(&row)?;
+        tx.audit_call(sla_policy_name(p.id));
         tx.commit().await?;
         Ok(p)
     }
@@ -130,6 +131,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let p = policy_from_row(&row)?;
+        tx.audit_call(sla_policy_name(p.id));
         tx.commit().await?;
         Ok(p)
     }
@@ -224,10 +226,16 @@ impl Store {
                 }
                 None => BusinessHours::always(),
             };
+            let before = t.clone();
             let fired: Vec<SlaEvent> = t.sla.due_events(&hours, now);
             t.sla.refresh(&hours, &t.kind, &t.state);
             // the write does not count as a change of the ticket by anyone: keep update_time
             let t = write_ticket(&mut tx, &t).await?;
+            let changes = super::tickets::ticket_changes(Some(&before), &t);
+            if !changes.is_empty() {
+                // attributed to the SLA watcher (its task's call)
+                tx.audit(t.name(), AuditAction::Update, changes);
+            }
             for e in fired {
                 emit(&mut tx, notify, e.kind, e.clock, &t, now).await?;
                 events += 1;

@@ -77,6 +77,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let t = team_from_row(&row)?;
+        tx.audit_call(team_name(t.id));
         tx.commit().await?;
         Ok(t)
     }
@@ -130,6 +131,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         let t = team_from_row(&row)?;
+        tx.audit_call(team_name(t.id));
         tx.commit().await?;
         Ok(t)
     }
@@ -170,6 +172,7 @@ impl Store {
         .await?;
         write_agent_teams(&mut tx, id, &f.team_ids).await?;
         let a = load_agent(&mut tx, id).await?;
+        tx.audit_call(agent_name(a.id));
         tx.commit().await?;
         Ok(a)
     }
@@ -227,6 +230,7 @@ impl Store {
         .await?;
         write_agent_teams(&mut tx, id, &f.team_ids).await?;
         let a = load_agent(&mut tx, id).await?;
+        tx.audit_call(agent_name(a.id));
         tx.commit().await?;
         Ok(a)
     }

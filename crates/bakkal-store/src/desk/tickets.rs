@@ -260,7 +260,13 @@ impl Store {
                         phone: phone.clone(),
                         ..Default::default()
                     };
-                    insert_customer(&mut tx, &fields, now).await?
+                    let id = insert_customer(&mut tx, &fields, now).await?;
+                    tx.audit(
+                        bakkal_domain::name::customer_name(id),
+                        AuditAction::Create,
+                        audit::customer_changes(None, &fields),
+                    );
+                    id
                 }
             },
         };
@@ -353,6 +359,7 @@ impl Store {
         )
         .await?;
         emit(&mut tx, notify, "ticket_created", "", &t, now).await?;
+        tx.audit(t.name(), AuditAction::Create, ticket_changes(None, &t));
         tx.commit().await?;
         Ok(t)
     }
@@ -481,6 +488,7 @@ impl Store {
     ) -> Result<Ticket> {
         let mut tx = self.write_tx().await?;
         let mut t = load_ticket(&mut tx, id, self.row_lock()).await?;
+        let before = t.clone();
         check_etag(etag, &t.etag(), &t.name())?;
         if let Some(s) = &c.subject {
             t.subject = s.clone();
@@ -518,6 +526,11 @@ impl Store {
         t.sla.refresh(&hours, &t.kind, &t.state);
         t.update_time = now;
         let t = write_ticket(&mut tx, &t).await?;
+        tx.audit(
+            t.name(),
+            AuditAction::Update,
+            ticket_changes(Some(&before), &t),
+        );
         if resolved {
             emit(&mut tx, notify, "ticket_resolved", "", &t, now).await?;
         }
@@ -537,6 +550,7 @@ impl Store {
     ) -> Result<(TicketComment, Ticket)> {
         let mut tx = self.write_tx().await?;
         let mut t = load_ticket(&mut tx, ticket_id, self.row_lock()).await?;
+        let before = t.clone();
         if t.state == "CLOSED" {
             return Err(StoreError::FailedPrecondition(format!(
                 "{} is CLOSED; it takes no more comments",
@@ -577,6 +591,11 @@ impl Store {
         t.sla.refresh(&hours, &t.kind, &t.state);
         t.update_time = now;
         let t = write_ticket(&mut tx, &t).await?;
+        tx.audit(
+            t.name(),
+            AuditAction::Update,
+            ticket_changes(Some(&before), &t),
+        );
         let (direction, kind) = match (&agent, public) {
             (_, false) => ("OUTBOUND", "ticket_note"),
             (Some(_), true) => ("OUTBOUND", "ticket_comment"),
@@ -636,6 +655,7 @@ impl Store {
     ) -> Result<Ticket> {
         let mut tx = self.write_tx().await?;
         let mut t = load_ticket(&mut tx, id, self.row_lock()).await?;
+        let before = t.clone();
         let hours = hours_of(&mut tx, &t).await?;
         change_state(&mut t, "RESOLVED", &hours, now)?;
         if let Some(a) = article_id {
@@ -646,6 +666,11 @@ impl Store {
         t.sla.refresh(&hours, &t.kind, &t.state);
         t.update_time = now;
         let t = write_ticket(&mut tx, &t).await?;
+        tx.audit(
+            t.name(),
+            AuditAction::Update,
+            ticket_changes(Some(&before), &t),
+        );
         emit(&mut tx, notify, "ticket_resolved", "", &t, now).await?;
         record_interaction(
             &mut tx,
@@ -665,6 +690,7 @@ impl Store {
     pub async fn reopen_ticket(&self, id: i64, reason: &str, now: Micros) -> Result<Ticket> {
         let mut tx = self.write_tx().await?;
         let mut t = load_ticket(&mut tx, id, self.row_lock()).await?;
+        let before = t.clone();
         if t.state != "RESOLVED" {
             return Err(StoreError::FailedPrecondition(format!(
                 "{} is {}; only a RESOLVED ticket can be reopened",
@@ -677,6 +703,11 @@ impl Store {
         t.sla.refresh(&hours, &t.kind, &t.state);
         t.update_time = now;
         let t = write_ticket(&mut tx, &t).await?;
+        tx.audit(
+            t.name(),
+            AuditAction::Update,
+            ticket_changes(Some(&before), &t),
+        );
         record_interaction(
             &mut tx,
             &t,
@@ -701,6 +732,7 @@ impl Store {
     ) -> Result<Ticket> {
         let mut tx = self.write_tx().await?;
         let mut t = load_ticket(&mut tx, id, self.row_lock()).await?;
+        let before = t.clone();
         if t.state != "RESOLVED" && t.state != "CLOSED" {
             return Err(StoreError::FailedPrecondition(format!(
                 "{} is {}; only a RESOLVED or CLOSED ticket can be rated",
@@ -718,6 +750,11 @@ impl Store {
         t.satisfaction_comment = comment.to_string();
         t.update_time = now;
         let t = write_ticket(&mut tx, &t).await?;
+        tx.audit(
+            t.name(),
+            AuditAction::Update,
+            ticket_changes(Some(&before), &t),
+        );
         tx.commit().await?;
         Ok(t)
     }
@@ -753,4 +790,56 @@ pub(super) fn change_state(
     }
     t.state = to.to_string();
     Ok(())
+}
+
+/// What a ticket's audit event records: the fields that route and track it (its text and
+/// contact details stay out of the trail).
+pub(super) fn ticket_changes(before: Option<&Ticket>, after: &Ticket) -> Vec<audit::FieldChange> {
+    let mut out = Vec::new();
+    let mut push = |field: &str, old: Option<String>, new: Option<String>| {
+        if old != new {
+            out.push(audit::FieldChange {
+                field: field.into(),
+                before: old,
+                after: new,
+            });
+        }
+    };
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    push(
+        "state",
+        before.and_then(|b| text(&b.state)),
+        text(&after.state),
+    );
+    push(
+        "priority",
+        before.and_then(|b| text(&b.priority)),
+        text(&after.priority),
+    );
+    push(
+        "topic",
+        before.and_then(|b| text(&b.topic)),
+        text(&after.topic),
+    );
+    push(
+        "team",
+        before.and_then(|b| b.team_id.map(team_name)),
+        after.team_id.map(team_name),
+    );
+    push(
+        "assignee",
+        before.and_then(|b| b.assignee_id.map(agent_name)),
+        after.assignee_id.map(agent_name),
+    );
+    push(
+        "sla_status",
+        before.and_then(|b| text(&b.sla.status)),
+        text(&after.sla.status),
+    );
+    push(
+        "satisfaction",
+        before.and_then(|b| b.satisfaction.map(|v| v.to_string())),
+        after.satisfaction.map(|v| v.to_string()),
+    );
+    out
 }
