@@ -33,8 +33,8 @@ use crate::metrics::{Metrics, ScriptHooks};
 use crate::offer_service::OfferApi;
 use crate::proto;
 use crate::proto::access_service_server::AccessServiceServer;
-use crate::proto::backup_service_server::BackupServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
+use crate::proto::backup_service_server::BackupServiceServer;
 use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::loyalty_service_server::LoyaltyServiceServer;
@@ -92,7 +92,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 9] = [
+const SERVICES: [&str; 10] = [
     <AccessServiceServer<AccessApi> as NamedService>::NAME,
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,

@@ -53,6 +53,7 @@ async fn analyst_key(server: &TestServer, admin: &str, name: &str) -> String {
                     roles: vec!["analyst".into()],
                     ..Default::default()
                 }),
+                inactive: false,
             },
         ))
         .await

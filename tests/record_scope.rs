@@ -119,6 +119,7 @@ async fn service_key(admin: &mut As, name: &str, roles: &[&str]) -> String {
                 roles: roles.iter().map(|r| r.to_string()).collect(),
                 ..Default::default()
             }),
+            inactive: false,
         })
         .await
         .expect("service account")

@@ -441,6 +441,7 @@ pub async fn service_key(server: &TestServer, admin: &str, role: &str) -> (Strin
                     roles: vec![role.to_string()],
                     ..Default::default()
                 }),
+                inactive: false,
             },
             admin,
             None,

@@ -8,8 +8,8 @@
 mod access;
 mod args;
 mod articles;
-pub mod backup;
 pub mod audit;
+pub mod backup;
 mod cache;
 mod campaigns;
 mod customers;
