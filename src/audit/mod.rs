@@ -10,13 +10,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::connections::PeerInfo;
 use bakkal_domain::access;
 use bakkal_domain::audit::{Actor, AuditAction, AuditResult, NewAuditEvent};
 use bakkal_store::audit::{self, Call};
 use bakkal_store::Store;
 use http::{Request, Response};
 use tonic::body::Body;
-use tonic::transport::server::TcpConnectInfo;
 use tonic::Code;
 use tower::{Layer, Service};
 
@@ -76,8 +76,8 @@ fn actor_of(req: &Request<Body>) -> Actor {
         .to_string();
     let peer = req
         .extensions()
-        .get::<TcpConnectInfo>()
-        .and_then(|i| i.remote_addr())
+        .get::<PeerInfo>()
+        .and_then(|i| i.remote_addr)
         .map(|a| a.to_string())
         .unwrap_or_default();
     Actor {
