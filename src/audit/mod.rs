@@ -99,29 +99,6 @@ fn header_code(res: &Response<Body>) -> Option<Code> {
         .map(Code::from_i32)
 }
 
-/// `OK`, `ABORTED`, `PERMISSION_DENIED`, …: the code's canonical name.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// The event the layer writes for a call that ended with `code`, if it writes one.
 fn event_after(call: &Call, effect: Option<Effect>, code: Code) -> Option<NewAuditEvent> {
     let actor = call.actor();
@@ -148,7 +125,7 @@ fn event_after(call: &Call, effect: Option<Effect>, code: Code) -> Option<NewAud
         resource: String::new(),
         action,
         result,
-        code: code_name(code).into(),
+        code: crate::status::code_name(code).into(),
         changes: Vec::new(),
     })
 }

@@ -43,29 +43,6 @@ fn method_label(path: &str) -> &'static str {
         .unwrap_or("unknown")
 }
 
-/// The canonical name of a code (`NOT_FOUND`), as the gRPC specification spells it.
-fn code_label(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 fn status_in(headers: &HeaderMap) -> Option<Code> {
     headers
         .get("grpc-status")
@@ -106,7 +83,7 @@ impl Drop for Call {
     fn drop(&mut self) {
         let m = &self.metrics;
         let method = self.method;
-        let code = code_label(self.code.unwrap_or(Code::Cancelled));
+        let code = crate::status::code_name(self.code.unwrap_or(Code::Cancelled));
         m.gauge(names::RPC_IN_FLIGHT, &[("method", method)])
             .decrement(1.0);
         m.counter(names::RPC_REQUESTS, &[("method", method), ("code", code)])
@@ -267,8 +244,11 @@ mod tests {
 
     #[test]
     fn codes_are_named_as_the_specification_does() {
-        assert_eq!(code_label(Code::Ok), "OK");
-        assert_eq!(code_label(Code::from_i32(5)), "NOT_FOUND");
-        assert_eq!(code_label(Code::Unauthenticated), "UNAUTHENTICATED");
+        assert_eq!(crate::status::code_name(Code::Ok), "OK");
+        assert_eq!(crate::status::code_name(Code::from_i32(5)), "NOT_FOUND");
+        assert_eq!(
+            crate::status::code_name(Code::Unauthenticated),
+            "UNAUTHENTICATED"
+        );
     }
 }
