@@ -149,8 +149,8 @@ pub fn ticket_scope<T>(req: &tonic::Request<T>) -> RecordScope {
     caller_of(req).scopes.tickets.clone()
 }
 
-/// Custom roles by name: their permissions.
-type RoleBook = HashMap<String, Vec<String>>;
+/// Custom roles by name: their permissions and scopes.
+type RoleBook = permissions::CustomRoles;
 
 /// A key as authentication needs it: its record and secret hash, and the caller it speaks
 /// for (principal and permissions, worked out once per cache fill, not per call).
@@ -530,8 +530,13 @@ impl Authenticator {
         id: i64,
         roles: &[String],
     ) -> Result<Scopes, Status> {
-        let customer_scope = permissions::scope_of(roles, Records::Customers);
-        let ticket_scope = permissions::scope_of(roles, Records::Tickets);
+        let book = if roles.iter().any(|r| BuiltIn::parse(r).is_none()) {
+            self.custom_roles().await?
+        } else {
+            Arc::new(RoleBook::new())
+        };
+        let customer_scope = permissions::scope_of(roles, Records::Customers, &book);
+        let ticket_scope = permissions::scope_of(roles, Records::Tickets, &book);
         let narrowed = |s: Scope| {
             if s == Scope::All {
                 RecordScope::All
@@ -571,8 +576,8 @@ impl Authenticator {
         if !custom.is_empty() {
             let book = self.custom_roles().await?;
             for r in custom {
-                if let Some(ps) = book.get(r.as_str()) {
-                    permissions.extend(ps.iter().cloned());
+                if let Some(g) = book.get(r.as_str()) {
+                    permissions.extend(g.permissions.iter().cloned());
                 }
             }
         }
@@ -591,8 +596,18 @@ impl Authenticator {
             tracing::warn!(error = %e, "custom roles lookup failed");
             Status::unavailable("cannot check permissions now; retry")
         })?;
-        let book: Arc<HashMap<String, Vec<String>>> =
-            Arc::new(roles.into_iter().map(|r| (r.name, r.permissions)).collect());
+        let book: Arc<RoleBook> = Arc::new(
+            roles
+                .into_iter()
+                .map(|r| {
+                    let grant = permissions::CustomGrant {
+                        permissions: r.permissions,
+                        scopes: r.scopes,
+                    };
+                    (r.name, grant)
+                })
+                .collect(),
+        );
         if let Ok(mut c) = self.custom_roles.lock() {
             *c = Some((Instant::now(), book.clone()));
         }

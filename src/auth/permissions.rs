@@ -2,7 +2,7 @@
 //! built-in roles. An RPC missing from the table is denied (a test checks the table against
 //! the served descriptor set both ways), and `docs/permissions.md` is generated from it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bakkal_domain::access::Scope;
 
@@ -775,20 +775,47 @@ pub fn scope_name(s: Scope) -> &'static str {
     }
 }
 
-/// The record scope of a principal with `roles` over `records`: the widest of what its
-/// built-in roles give. Custom roles add permissions, not reach: they take the scope of the
-/// built-in roles beside them, and a principal with custom roles only reaches every record.
-/// Built-in roles that give nothing of this family leave it at OWN.
-pub fn scope_of(roles: &[String], records: Records) -> Scope {
-    let built_in: Vec<BuiltIn> = roles.iter().filter_map(|r| BuiltIn::parse(r)).collect();
-    if built_in.is_empty() && !roles.is_empty() {
-        return Scope::All;
+/// The custom roles (`AccessService.CreateRole`) by name: what each grants and how far it
+/// reaches into each record family.
+pub type CustomRoles = HashMap<String, CustomGrant>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomGrant {
+    pub permissions: Vec<String>,
+    /// Record family name (`Records::name`) → scope; a family left out gives no reach.
+    pub scopes: BTreeMap<String, Scope>,
+}
+
+/// The record scope of a principal with `roles` over `records`: the widest any of its roles
+/// gives. A built-in role gives its documented scope, or none of a family it does not serve; a
+/// custom role gives the scope it was created with for the family, or none. When no role gives
+/// one the principal reaches its own records only (OWN) — except a principal whose roles are all
+/// custom roles created without any scopes, which reaches every record (such roles add
+/// permissions, not reach, and before roles had scopes that was their meaning).
+pub fn scope_of(roles: &[String], records: Records, custom: &CustomRoles) -> Scope {
+    let mut widest: Option<Scope> = None;
+    let mut unscoped_custom_only = !roles.is_empty();
+    for r in roles {
+        let given = match BuiltIn::parse(r) {
+            Some(b) => {
+                unscoped_custom_only = false;
+                b.scope(records)
+            }
+            None => {
+                let grant = custom.get(r.as_str());
+                if grant.is_some_and(|g| !g.scopes.is_empty()) {
+                    unscoped_custom_only = false;
+                }
+                grant.and_then(|g| g.scopes.get(records.name()).copied())
+            }
+        };
+        widest = widest.max(given);
     }
-    built_in
-        .iter()
-        .filter_map(|b| b.scope(records))
-        .max()
-        .unwrap_or(Scope::Own)
+    match widest {
+        Some(s) => s,
+        None if unscoped_custom_only => Scope::All,
+        None => Scope::Own,
+    }
 }
 
 /// A built-in role.
@@ -984,13 +1011,15 @@ pub fn markdown() -> String {
          Every RPC needs the permission in its row; an RPC that is not in the table is denied. \
          Health (`grpc.health.v1.Health`) is always open; reflection needs any valid credential \
          when authentication is on. A principal with several roles has the union of their \
-         permissions; custom roles (`AccessService.CreateRole`) list permissions by name.\n\n\
+         permissions; custom roles (`AccessService.CreateRole`) list permissions by name and may \
+         give a record scope per family.\n\n\
          ## Built-in roles\n\n\
          Record scope (see the README's \"Record scope\"): OWN is the records a user owns or is \
          assigned; TEAM adds those of the users sharing a team with them and of their reports, \
          and tickets queued to their teams; ALL is every record; — means the role gives none \
-         of that family. Several roles: the widest; custom roles add permissions, not reach (ALL \
-         when a principal has custom roles only).\n\n\
+         of that family. Several roles: the widest. A custom role reaches a family as far as the \
+         scope it was created with; one created without scopes adds permissions, not reach (ALL \
+         when a principal has only such roles).\n\n\
          | role | what it is for | `customers.pii.read` | customers | tickets |\n\
          |---|---|---|---|---|\n",
     );
@@ -1115,18 +1144,64 @@ mod tests {
     fn several_roles_take_the_widest_scope_of_those_reaching_the_family() {
         let roles = |rs: &[&str]| rs.iter().map(|r| r.to_string()).collect::<Vec<_>>();
         let c = Records::Customers;
-        assert_eq!(scope_of(&roles(&["sales_rep"]), c), Scope::Own);
+        let none = CustomRoles::default();
+        assert_eq!(scope_of(&roles(&["sales_rep"]), c, &none), Scope::Own);
         assert_eq!(
-            scope_of(&roles(&["sales_rep", "sales_manager"]), c),
+            scope_of(&roles(&["sales_rep", "sales_manager"]), c, &none),
             Scope::Team
         );
         // the auditor reaches no customers, so it does not widen the rep's scope
-        assert_eq!(scope_of(&roles(&["sales_rep", "auditor"]), c), Scope::Own);
-        assert_eq!(scope_of(&roles(&["sales_rep", "analyst"]), c), Scope::All);
-        assert_eq!(scope_of(&roles(&["agent"]), Records::Tickets), Scope::Team);
-        assert_eq!(scope_of(&roles(&[]), Records::Tickets), Scope::Own);
-        assert_eq!(scope_of(&roles(&["my_custom"]), c), Scope::All);
-        assert_eq!(scope_of(&roles(&["sales_rep", "my_custom"]), c), Scope::Own);
+        assert_eq!(
+            scope_of(&roles(&["sales_rep", "auditor"]), c, &none),
+            Scope::Own
+        );
+        assert_eq!(
+            scope_of(&roles(&["sales_rep", "analyst"]), c, &none),
+            Scope::All
+        );
+        assert_eq!(
+            scope_of(&roles(&["agent"]), Records::Tickets, &none),
+            Scope::Team
+        );
+        assert_eq!(scope_of(&roles(&[]), Records::Tickets, &none), Scope::Own);
+        assert_eq!(scope_of(&roles(&["my_custom"]), c, &none), Scope::All);
+        assert_eq!(
+            scope_of(&roles(&["sales_rep", "my_custom"]), c, &none),
+            Scope::Own
+        );
+    }
+
+    #[test]
+    fn custom_roles_reach_as_far_as_their_scopes_say() {
+        let roles = |rs: &[&str]| rs.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        let grant = |pairs: &[(&str, Scope)]| CustomGrant {
+            permissions: vec!["customers.get".into()],
+            scopes: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
+        let mut book = CustomRoles::new();
+        book.insert("own_customers".into(), grant(&[("customers", Scope::Own)]));
+        book.insert("team_tickets".into(), grant(&[("tickets", Scope::Team)]));
+        book.insert("legacy".into(), grant(&[]));
+        let (c, t) = (Records::Customers, Records::Tickets);
+        assert_eq!(scope_of(&roles(&["own_customers"]), c, &book), Scope::Own);
+        // a scoped custom role gives nothing of a family it does not name
+        assert_eq!(scope_of(&roles(&["own_customers"]), t, &book), Scope::Own);
+        assert_eq!(scope_of(&roles(&["team_tickets"]), t, &book), Scope::Team);
+        // the widest of several
+        assert_eq!(
+            scope_of(&roles(&["own_customers", "analyst"]), c, &book),
+            Scope::All
+        );
+        assert_eq!(
+            scope_of(&roles(&["sales_rep", "team_tickets"]), t, &book),
+            Scope::Team
+        );
+        // an unscoped custom role beside a scoped one no longer reaches everything
+        assert_eq!(
+            scope_of(&roles(&["legacy", "own_customers"]), c, &book),
+            Scope::Own
+        );
+        assert_eq!(scope_of(&roles(&["legacy"]), c, &book), Scope::All);
     }
 
     #[test]

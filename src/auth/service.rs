@@ -1,7 +1,9 @@
 //! `bakkal.v1.AccessService`: users, service accounts, API keys and roles.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bakkal_domain::access::Scope;
 use bakkal_domain::time::{now_micros, Micros};
 use bakkal_domain::ValidationError;
 use bakkal_store::{
@@ -9,7 +11,7 @@ use bakkal_store::{
 };
 use tonic::{Request, Response, Status};
 
-use super::permissions::{all_permissions, BuiltIn, BUILT_IN};
+use super::permissions::{all_permissions, BuiltIn, BUILT_IN, RECORDS};
 use super::{caller_of, keys, parse_principal_name, Authenticator};
 use crate::convert::{micros, opt_timestamp, timestamp};
 use crate::page_token;
@@ -601,6 +603,10 @@ impl AccessService for AccessApi {
                 description: b.description().to_string(),
                 permissions: b.permissions().into_iter().map(str::to_string).collect(),
                 built_in: true,
+                record_scopes: RECORDS
+                    .iter()
+                    .filter_map(|&r| b.scope(r).map(|s| role_scope(r.name(), s)))
+                    .collect(),
             })
             .collect();
         for r in self.store.custom_roles().await.map_err(from_store)? {
@@ -609,6 +615,7 @@ impl AccessService for AccessApi {
                 description: r.description,
                 permissions: r.permissions,
                 built_in: false,
+                record_scopes: r.scopes.iter().map(|(f, s)| role_scope(f, *s)).collect(),
             });
         }
         Ok(Response::new(proto::ListRolesResponse { roles }))
@@ -650,6 +657,32 @@ impl AccessService for AccessApi {
         if r.description.chars().count() > 500 {
             errs.add("role.description", "at most 500 characters");
         }
+        let mut scopes = BTreeMap::new();
+        for (i, rs) in r.record_scopes.iter().enumerate() {
+            let field = format!("role.record_scopes[{i}]");
+            match RECORDS.iter().find(|f| f.name() == rs.records.trim()) {
+                None => errs.add(
+                    format!("{field}.records"),
+                    format!(
+                        "unknown record family '{}'; one of: {}",
+                        quote(&rs.records),
+                        RECORDS
+                            .iter()
+                            .map(|f| f.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                Some(f) => match scope_from_proto(rs.scope) {
+                    None => errs.add(format!("{field}.scope"), "must be OWN, TEAM or ALL"),
+                    Some(s) => {
+                        if scopes.insert(f.name().to_string(), s).is_some() {
+                            errs.add(format!("{field}.records"), "is given twice");
+                        }
+                    }
+                },
+            }
+        }
         errs.into_result().map_err(invalid)?;
         let role = self
             .store
@@ -657,6 +690,7 @@ impl AccessService for AccessApi {
                 name: name.to_string(),
                 description: r.description.clone(),
                 permissions: r.permissions.clone(),
+                scopes,
                 create_time: now_micros(),
             })
             .await
@@ -667,7 +701,29 @@ impl AccessService for AccessApi {
             description: role.description,
             permissions: role.permissions,
             built_in: false,
+            record_scopes: role.scopes.iter().map(|(f, s)| role_scope(f, *s)).collect(),
         }))
+    }
+}
+
+fn role_scope(records: &str, scope: Scope) -> proto::RoleRecordScope {
+    let level = match scope {
+        Scope::Own => proto::RecordScopeLevel::Own,
+        Scope::Team => proto::RecordScopeLevel::Team,
+        Scope::All => proto::RecordScopeLevel::All,
+    };
+    proto::RoleRecordScope {
+        records: records.to_string(),
+        scope: level as i32,
+    }
+}
+
+fn scope_from_proto(level: i32) -> Option<Scope> {
+    match proto::RecordScopeLevel::try_from(level).ok()? {
+        proto::RecordScopeLevel::Own => Some(Scope::Own),
+        proto::RecordScopeLevel::Team => Some(Scope::Team),
+        proto::RecordScopeLevel::All => Some(Scope::All),
+        proto::RecordScopeLevel::Unspecified => None,
     }
 }
 

@@ -174,6 +174,26 @@ pub enum Scope {
     All,
 }
 
+impl Scope {
+    /// `OWN`, `TEAM` or `ALL`: how a scope is written in the API, the docs and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Own => "OWN",
+            Scope::Team => "TEAM",
+            Scope::All => "ALL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "OWN" => Some(Scope::Own),
+            "TEAM" => Some(Scope::Team),
+            "ALL" => Some(Scope::All),
+            _ => None,
+        }
+    }
+}
+
 /// The caller of one request, resolved before its body is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

@@ -1,5 +1,9 @@
-//! Custom roles: a name and the permissions it grants (built-in roles are the transport's).
+//! Custom roles: a name, the permissions it grants and how far it reaches into each record
+//! family (built-in roles are the transport's).
 
+use std::collections::BTreeMap;
+
+use bakkal_domain::access::Scope;
 use bakkal_domain::time::Micros;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -12,7 +16,24 @@ pub struct CustomRole {
     pub name: String,
     pub description: String,
     pub permissions: Vec<String>,
+    /// Record family (`customers`, `tickets`, …) → scope; a family left out gives no reach.
+    pub scopes: BTreeMap<String, Scope>,
     pub create_time: Micros,
+}
+
+fn encode_scopes(scopes: &BTreeMap<String, Scope>) -> String {
+    let text: BTreeMap<&str, &str> = scopes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    serde_json::to_string(&text).unwrap_or_else(|_| "{}".into())
+}
+
+fn decode_scopes(s: &str) -> BTreeMap<String, Scope> {
+    let text: BTreeMap<String, String> = serde_json::from_str(s).unwrap_or_default();
+    text.into_iter()
+        .filter_map(|(k, v)| Scope::parse(&v).map(|s| (k, s)))
+        .collect()
 }
 
 fn role_from_row(r: &AnyRow) -> std::result::Result<CustomRole, sqlx::Error> {
@@ -22,6 +43,7 @@ fn role_from_row(r: &AnyRow) -> std::result::Result<CustomRole, sqlx::Error> {
         description: r.try_get(1)?,
         permissions: decode_list(&permissions),
         create_time: r.try_get(3)?,
+        scopes: decode_scopes(&r.try_get::<String, _>(4)?),
     })
 }
 
@@ -29,13 +51,14 @@ impl Store {
     pub async fn create_role(&self, role: &CustomRole) -> Result<CustomRole> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "INSERT INTO roles (name, description, permissions, create_time) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO roles (name, description, permissions, create_time, scopes) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
         )
         .bind(role.name.clone())
         .bind(role.description.clone())
         .bind(encode_list(&role.permissions))
         .bind(role.create_time)
+        .bind(encode_scopes(&role.scopes))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -53,7 +76,7 @@ impl Store {
     /// Every custom role, by name.
     pub async fn custom_roles(&self) -> Result<Vec<CustomRole>> {
         let rows = sqlx::query(
-            "SELECT name, description, permissions, create_time FROM roles ORDER BY name",
+            "SELECT name, description, permissions, create_time, scopes FROM roles ORDER BY name",
         )
         .fetch_all(&mut *self.acquire().await?)
         .await?;
