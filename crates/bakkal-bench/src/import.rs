@@ -70,7 +70,7 @@ const BASELINE_SCHEMA: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = N
     CREATE UNIQUE INDEX customers_phone ON customers (phone); \
     CREATE INDEX customers_name_key ON customers (name_key);";
 
-pub async fn run(rows: usize) -> anyhow::Result<()> {
+pub async fn run(rows: usize, auth: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
 
     // Baseline: sqlite3's .import of the same rows.
@@ -111,44 +111,15 @@ pub async fn run(rows: usize) -> anyhow::Result<()> {
     );
 
     // bakkal: the same rows streamed to ImportCustomers, generated on the fly.
-    let port = free_port()?;
-    let mut cmd = Command::new(sibling("bakkal")?);
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--database-url",
-        &format!("sqlite://{}", dir.path().join("bakkal.db").display()),
-    ]);
-    let server = Server::start(cmd, port)?;
-    let mut client = CustomerServiceClient::new(server.channel().await?);
-    let idle_mib = {
-        // wait for migrations
-        for _ in 0..300 {
-            if client
-                .list_customers(proto::ListCustomersRequest::default())
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        server.peak_rss_mib()
+    let (bakkal_secs, peak, idle_mib) =
+        bakkal_import(dir.path(), "bakkal", rows, Mode::Default).await?;
+    let compared = match auth {
+        false => None,
+        true => Some((
+            bakkal_import(dir.path(), "bare", rows, Mode::Neither).await?,
+            bakkal_import(dir.path(), "secured", rows, Mode::AuthAndAudit).await?,
+        )),
     };
-    let stream = tokio_stream::iter((0..rows).map(|i| proto::ImportCustomersRequest {
-        row: Some(Row::Customer(generated_customer(i))),
-    }));
-    let t0 = Instant::now();
-    let res = client.import_customers(stream).await?.into_inner();
-    let bakkal_secs = t0.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        res.created as usize == rows && res.rejected == 0,
-        "bakkal created {} of {rows} rows, rejected {}",
-        res.created,
-        res.rejected
-    );
-    let peak = server.peak_rss_mib();
 
     let base_rate = rows as f64 / base_secs;
     let bakkal_rate = rows as f64 / bakkal_secs;
@@ -167,5 +138,104 @@ pub async fn run(rows: usize) -> anyhow::Result<()> {
         bakkal_rate / base_rate
     );
     println!("bakkal server peak memory: {peak:.0} MiB (after start-up: {idle_mib:.0} MiB)");
+    if let Some(((neither, _, _), (secured, _, _))) = compared {
+        println!(
+            "{:<36} {:>9.2} {:>12.0}",
+            "open, --no-audit-trail",
+            neither,
+            rows as f64 / neither
+        );
+        println!(
+            "{:<36} {:>9.2} {:>12.0}",
+            "API key required, audit trail on",
+            secured,
+            rows as f64 / secured
+        );
+        println!(
+            "ratio auth+audit/neither rows/s: {:.2} (target >= 0.9)",
+            neither / secured
+        );
+    }
     Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `bakkal serve` as it starts by default on loopback: open, audit trail on.
+    Default,
+    /// Open and `--no-audit-trail`: the import as it was before access control.
+    Neither,
+    /// `--require-auth` with an admin key on every call, audit trail on.
+    AuthAndAudit,
+}
+
+/// ImportCustomers of `rows` generated customers into a fresh SQLite file `{file}.db`:
+/// (seconds, the server's peak MiB, its MiB after start-up).
+async fn bakkal_import(
+    dir: &std::path::Path,
+    file: &str,
+    rows: usize,
+    mode: Mode,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let url = format!("sqlite://{}", dir.join(format!("{file}.db")).display());
+    let port = free_port()?;
+    let mut cmd = Command::new(sibling("bakkal")?);
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database-url",
+        &url,
+    ]);
+    let mut bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = None;
+    match mode {
+        Mode::Default => {}
+        Mode::Neither => {
+            cmd.arg("--no-audit-trail");
+        }
+        Mode::AuthAndAudit => {
+            let out = Command::new(sibling("bakkal")?)
+                .args(["keys", "create", "--role", "admin", "--name", "bench"])
+                .args(["--database-url", &url])
+                .stderr(std::process::Stdio::null())
+                .output()?;
+            anyhow::ensure!(out.status.success(), "bakkal keys create failed");
+            let key = String::from_utf8(out.stdout)?.trim().to_string();
+            bearer = Some(format!("Bearer {key}").parse()?);
+            cmd.arg("--require-auth");
+        }
+    }
+    let server = Server::start(cmd, port)?;
+    let with_key = |mut r: tonic::Request<()>| {
+        if let Some(v) = &bearer {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    };
+    let mut client = CustomerServiceClient::with_interceptor(server.channel().await?, with_key);
+    // wait for migrations
+    for _ in 0..300 {
+        if client
+            .list_customers(proto::ListCustomersRequest::default())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let idle_mib = server.peak_rss_mib();
+    let stream = tokio_stream::iter((0..rows).map(|i| proto::ImportCustomersRequest {
+        row: Some(Row::Customer(generated_customer(i))),
+    }));
+    let t0 = Instant::now();
+    let res = client.import_customers(stream).await?.into_inner();
+    let secs = t0.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        res.created as usize == rows && res.rejected == 0,
+        "bakkal created {} of {rows} rows, rejected {}",
+        res.created,
+        res.rejected
+    );
+    Ok((secs, server.peak_rss_mib(), idle_mib))
 }

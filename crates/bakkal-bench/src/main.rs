@@ -11,6 +11,7 @@
 //! target/release/bakkal-bench get-offers     # GetOffers vs GetCustomer of the same customer
 //! target/release/bakkal-bench campaign       # a 1M-customer campaign run vs raw outbox inserts
 //! target/release/bakkal-bench backup         # online backup of 1M customers; GetCustomer p99 during vs without
+//! target/release/bakkal-bench writes         # CreateCustomer/RecordOrder with the audit trail vs without
 //! ```
 //! The servers run as separate processes (the release `bakkal` binary next to this one), so
 //! their peak memory is their own.
@@ -23,6 +24,7 @@ mod get_offers;
 mod import;
 mod process;
 mod segments;
+mod writes;
 
 use clap::{Parser, Subcommand};
 
@@ -64,6 +66,26 @@ enum Command {
     Import {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
+        /// Also import the rows into a server requiring an API key with the audit trail on, and
+        /// into one without either (`--no-audit-trail`, open): auth and audit against neither,
+        /// same run (issue 12).
+        #[arg(long)]
+        auth: bool,
+    },
+    /// CreateCustomer then RecordOrder at N concurrent clients for a few seconds each, on a
+    /// server with the audit trail (the default) and one started with `--no-audit-trail`,
+    /// interleaved rounds.
+    Writes {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Run on PostgreSQL: a URL naming any database on the server (each server gets a
+        /// fresh database of its own); default SQLite files in a temp dir.
+        #[arg(long)]
+        postgres: Option<String>,
     },
     /// PreviewSegment, RefreshSegment and ComputeScores over N generated customers (0-5
     /// orders each) in SQLite, against the same predicate as SQL through the sqlite3 shell.
@@ -160,7 +182,13 @@ fn main() -> anyhow::Result<()> {
             cache,
             auth,
         )),
-        Command::Import { rows } => rt.block_on(import::run(rows)),
+        Command::Import { rows, auth } => rt.block_on(import::run(rows, auth)),
+        Command::Writes {
+            seconds,
+            clients,
+            rounds,
+            postgres,
+        } => rt.block_on(writes::run(seconds, clients, rounds, postgres)),
         Command::GetOffers {
             seconds,
             connections,

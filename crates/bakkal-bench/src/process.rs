@@ -84,3 +84,23 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A new, empty database on the PostgreSQL server at `base` (a URL naming any database there),
+/// named for `label` and this process; its URL.
+pub async fn fresh_postgres_database(base: &str, label: &str) -> anyhow::Result<String> {
+    use sqlx::{Connection, Executor};
+    let name = format!("bakkal_bench_{label}_{}", std::process::id()).replace('-', "_");
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .with_context(|| format!("connect to {base}"))?;
+    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await?;
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+    let cut = base
+        .rfind('/')
+        .filter(|&i| i > base.find("://").map_or(0, |s| s + 2))
+        .unwrap_or(base.len());
+    let query = base.find('?').map(|q| &base[q..]).unwrap_or("");
+    Ok(format!("{}/{name}{query}", &base[..cut]))
+}
