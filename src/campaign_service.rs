@@ -44,6 +44,41 @@ impl CampaignApi {
     }
 
     /// Load and compile a campaign's MESSAGE script (through the host's cache).
+
+    /// A stored message as a caller without `customers.pii.read` may see it: its subject and
+    /// body scrubbed of its customer's address, phone and birth date as stored now (`seen`
+    /// keeps the customers of one page).
+    async fn masked(
+        &self,
+        mut p: proto::Message,
+        customer_id: i64,
+        pii: crate::auth::mask::Pii,
+        seen: &mut std::collections::HashMap<i64, bakkal_domain::CustomerFields>,
+    ) -> Result<proto::Message, Status> {
+        if pii != crate::auth::mask::Pii::Mask {
+            return Ok(p);
+        }
+        if !seen.contains_key(&customer_id) {
+            match self
+                .store
+                .get_customer(customer_id, &bakkal_store::RecordScope::All)
+                .await
+            {
+                Ok(c) => {
+                    seen.insert(customer_id, c.fields);
+                }
+                // an erased customer's messages hold no personal data any more
+                Err(bakkal_store::StoreError::NotFound(_)) => return Ok(p),
+                Err(e) => return Err(from_store(e)),
+            }
+        }
+        if let Some(f) = seen.get(&customer_id) {
+            p.subject = pii.scrub(&p.subject, f);
+            p.body = pii.scrub(&p.body, f);
+        }
+        Ok(p)
+    }
+
     async fn message_script(&self, reference: &str) -> Result<Arc<CompiledScript>, Status> {
         let field = "campaign.message_script";
         let (id, revision) = script_ref(reference, field)?;
@@ -795,6 +830,7 @@ impl CampaignService for CampaignApi {
         request: Request<proto::ListMessagesRequest>,
     ) -> Result<Response<proto::ListMessagesResponse>, Status> {
         let scope = crate::auth::customer_scope(&request);
+        let pii = crate::auth::mask::Pii::of(&request);
         let req = request.into_inner();
         let parent = if let Some(id) = parse_id(&req.parent, "campaigns") {
             MessageParent::Campaign(id)
@@ -821,11 +857,16 @@ impl CampaignService for CampaignApi {
         let after = page_token::decode(&req.page_token, &query)?;
         let (list, next) = self
             .store
-            .list_messages(parent, size, after.as_ref())
+            .list_messages(parent, &scope, size, after.as_ref())
             .await
             .map_err(from_store)?;
+        let mut messages = Vec::with_capacity(list.len());
+        let mut customers = std::collections::HashMap::new();
+        for m in &list {
+            messages.push(self.masked(message_to_proto(m), m.customer_id, pii, &mut customers).await?);
+        }
         Ok(Response::new(proto::ListMessagesResponse {
-            messages: list.iter().map(message_to_proto).collect(),
+            messages,
             next_page_token: page_token::encode(next, &query),
         }))
     }
@@ -834,6 +875,8 @@ impl CampaignService for CampaignApi {
         &self,
         request: Request<proto::GetMessageRequest>,
     ) -> Result<Response<proto::Message>, Status> {
+        let scope = crate::auth::customer_scope(&request);
+        let pii = crate::auth::mask::Pii::of(&request);
         let name = &request.get_ref().name;
         let id = parse_id(name, "messages").ok_or_else(|| {
             invalid_field(
@@ -841,8 +884,11 @@ impl CampaignService for CampaignApi {
                 format!("'{name}' is not a message name like messages/12"),
             )
         })?;
-        let m = self.store.get_message(id).await.map_err(from_store)?;
-        Ok(Response::new(message_to_proto(&m)))
+        let m = self.store.get_message(id, &scope).await.map_err(from_store)?;
+        let out = self
+            .masked(message_to_proto(&m), m.customer_id, pii, &mut Default::default())
+            .await?;
+        Ok(Response::new(out))
     }
 
     // ---- WatchCampaignRun ----------------------------------------------------------------

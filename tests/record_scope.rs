@@ -792,6 +792,52 @@ async fn personal_data_stays_masked_in_dry_runs_and_error_details(backend: Backe
     assert!(!leaks(&text), "{text}");
     assert!(text.contains("a***@example.com"), "{text}");
 
+    // the queued messages themselves: ListMessages and GetMessage scrub them the same way
+    campaigns_of(&admin_key)
+        .launch_campaign(proto::LaunchCampaignRequest {
+            name: campaign.name.clone(),
+        })
+        .await
+        .expect("launch");
+    let list = |key: &str| {
+        let mut c = campaigns_of(key);
+        let parent = campaign.name.clone();
+        async move {
+            c.list_messages(proto::ListMessagesRequest {
+                parent,
+                ..Default::default()
+            })
+            .await
+            .expect("list messages")
+            .into_inner()
+            .messages
+        }
+    };
+    let mut queued = Vec::new();
+    for _ in 0..100 {
+        queued = list(&admin_key).await;
+        if !queued.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(queued.len(), 1, "the run queued its message");
+    assert!(leaks(&format!("{queued:?}")), "an admin reads the message as sent");
+    let seen = list(&marketer_key).await;
+    let text = format!("{seen:?}");
+    assert_eq!(seen.len(), 1);
+    assert!(!leaks(&text), "{text}");
+    assert!(text.contains("a***@example.com"), "{text}");
+    let one = campaigns_of(&marketer_key)
+        .get_message(proto::GetMessageRequest {
+            name: queued[0].name.clone(),
+        })
+        .await
+        .expect("get message")
+        .into_inner();
+    let text = format!("{one:?}");
+    assert!(!leaks(&text), "{text}");
+
     // ALREADY_EXISTS naming the holder: no address in the message or the details
     admin
         .access

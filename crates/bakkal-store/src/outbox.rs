@@ -13,7 +13,7 @@ use sqlx::Row;
 use crate::args::{bind, Arg, SqlBuilder};
 use crate::campaigns::message_name;
 use crate::page::Cursor;
-use crate::{Backend, Result, Store, StoreError};
+use crate::{Backend, RecordScope, Result, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
@@ -113,10 +113,14 @@ fn clip(s: &str) -> String {
 }
 
 impl Store {
-    pub async fn get_message(&self, id: i64) -> Result<OutboxMessage> {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE id = $1");
-        match sqlx::query(&sql)
-            .bind(id)
+    /// One message, if its customer is in `scope` (NOT_FOUND alike when it is not).
+    pub async fn get_message(&self, id: i64, scope: &RecordScope) -> Result<OutboxMessage> {
+        let mut b = SqlBuilder::new(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE id = "
+        ));
+        b.arg(Arg::Int(id));
+        push_message_scope(&mut b, scope);
+        match bind(sqlx::query(&b.sql), &b.args)
             .fetch_optional(&mut *self.acquire().await?)
             .await?
         {
@@ -144,10 +148,11 @@ impl Store {
         Err(StoreError::NotFound(customer_name(id)))
     }
 
-    /// A page of a campaign's or a customer's messages, by id.
+    /// A page of a campaign's or a customer's messages, by id: of the customers in `scope`.
     pub async fn list_messages(
         &self,
         parent: MessageParent,
+        scope: &RecordScope,
         page_size: usize,
         after: Option<&Cursor>,
     ) -> Result<(Vec<OutboxMessage>, Option<Cursor>)> {
@@ -156,25 +161,26 @@ impl Store {
             Some(Cursor::Int(id, _)) => *id,
             Some(_) => return Err(crate::customers::bad_token()),
         };
-        let (filter, id) = match parent {
+        let mut b = SqlBuilder::new(format!("SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE "));
+        match parent {
             MessageParent::Campaign(id) => {
                 self.get_campaign(id).await?;
-                ("campaign_id = $1", id)
+                b.push("campaign_id = ").arg(Arg::Int(id));
             }
             // Merges repoint every earlier merge to the new primary, so one level suffices.
-            MessageParent::Customer(id) => (
-                "customer_id IN (SELECT id FROM customers WHERE id = $1 OR merged_into = $1)",
-                self.merge_primary(id).await?,
-            ),
-        };
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE {filter} AND id > $2 \
-             ORDER BY id LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(id)
-            .bind(after)
-            .bind(page_size as i64 + 1)
+            MessageParent::Customer(id) => {
+                let primary = self.merge_primary(id).await?;
+                b.push("customer_id IN (SELECT id FROM customers WHERE id = ")
+                    .arg(Arg::Int(primary))
+                    .push(" OR merged_into = ")
+                    .arg(Arg::Int(primary))
+                    .push(")");
+            }
+        }
+        push_message_scope(&mut b, scope);
+        b.push(" AND id > ").arg(Arg::Int(after));
+        b.push(" ORDER BY id LIMIT ").arg(Arg::Int(page_size as i64 + 1));
+        let rows = bind(sqlx::query(&b.sql), &b.args)
             .fetch_all(&mut *self.acquire().await?)
             .await?;
         let mut out = rows
@@ -332,4 +338,14 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Append ` AND …` keeping the messages of customers in `scope`.
+fn push_message_scope(b: &mut SqlBuilder, scope: &RecordScope) {
+    if scope.is_all() {
+        return;
+    }
+    b.push(" AND customer_id IN (SELECT c.id FROM customers c WHERE 1 = 1");
+    scope.push_customers(b, "c.");
+    b.push(")");
 }
