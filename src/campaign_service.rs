@@ -43,8 +43,6 @@ impl CampaignApi {
         Self { store, host, wake }
     }
 
-    /// Load and compile a campaign's MESSAGE script (through the host's cache).
-
     /// A stored message as a caller without `customers.pii.read` may see it: its subject and
     /// body scrubbed of its customer's address, phone and birth date as stored now (`seen`
     /// keeps the customers of one page).
@@ -58,14 +56,14 @@ impl CampaignApi {
         if pii != crate::auth::mask::Pii::Mask {
             return Ok(p);
         }
-        if !seen.contains_key(&customer_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(customer_id) {
             match self
                 .store
                 .get_customer(customer_id, &bakkal_store::RecordScope::All)
                 .await
             {
                 Ok(c) => {
-                    seen.insert(customer_id, c.fields);
+                    slot.insert(c.fields);
                 }
                 // an erased customer's messages hold no personal data any more
                 Err(bakkal_store::StoreError::NotFound(_)) => return Ok(p),
@@ -79,6 +77,7 @@ impl CampaignApi {
         Ok(p)
     }
 
+    /// Load and compile a campaign's MESSAGE script (through the host's cache).
     async fn message_script(&self, reference: &str) -> Result<Arc<CompiledScript>, Status> {
         let field = "campaign.message_script";
         let (id, revision) = script_ref(reference, field)?;
@@ -863,7 +862,10 @@ impl CampaignService for CampaignApi {
         let mut messages = Vec::with_capacity(list.len());
         let mut customers = std::collections::HashMap::new();
         for m in &list {
-            messages.push(self.masked(message_to_proto(m), m.customer_id, pii, &mut customers).await?);
+            messages.push(
+                self.masked(message_to_proto(m), m.customer_id, pii, &mut customers)
+                    .await?,
+            );
         }
         Ok(Response::new(proto::ListMessagesResponse {
             messages,
@@ -884,9 +886,18 @@ impl CampaignService for CampaignApi {
                 format!("'{name}' is not a message name like messages/12"),
             )
         })?;
-        let m = self.store.get_message(id, &scope).await.map_err(from_store)?;
+        let m = self
+            .store
+            .get_message(id, &scope)
+            .await
+            .map_err(from_store)?;
         let out = self
-            .masked(message_to_proto(&m), m.customer_id, pii, &mut Default::default())
+            .masked(
+                message_to_proto(&m),
+                m.customer_id,
+                pii,
+                &mut Default::default(),
+            )
             .await?;
         Ok(Response::new(out))
     }

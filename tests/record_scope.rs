@@ -822,7 +822,10 @@ async fn personal_data_stays_masked_in_dry_runs_and_error_details(backend: Backe
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(queued.len(), 1, "the run queued its message");
-    assert!(leaks(&format!("{queued:?}")), "an admin reads the message as sent");
+    assert!(
+        leaks(&format!("{queued:?}")),
+        "an admin reads the message as sent"
+    );
     let seen = list(&marketer_key).await;
     let text = format!("{seen:?}");
     assert_eq!(seen.len(), 1);

@@ -40,6 +40,75 @@ pub fn generated_customer(i: usize) -> proto::Customer {
     }
 }
 
+/// How many orders customer `i` has with `--orders`: 2 or 3, 2.3 on average.
+pub fn orders_of(i: usize) -> usize {
+    if i % 10 < 3 {
+        3
+    } else {
+        2
+    }
+}
+
+/// Order `k` of customer `i`.
+pub fn generated_order(i: usize, k: usize) -> proto::Order {
+    proto::Order {
+        order_id: format!("O-{i}-{k}"),
+        currency: "TRY".into(),
+        placed_time: Some(prost_types::Timestamp {
+            seconds: 1_700_000_000 + (i as i64 % 86_400) * 300 + k as i64 * 86_400,
+            nanos: 0,
+        }),
+        lines: vec![proto::OrderLine {
+            sku: format!("SKU-{}", (i + k) % 50),
+            category: if k.is_multiple_of(2) { "tea" } else { "coffee" }.into(),
+            quantity: 1 + (k as i64 % 3),
+            unit_price: ((i * 37 + k * 53) % 200) as f64 + 0.5,
+        }],
+        ..Default::default()
+    }
+}
+
+/// The import stream: each customer, followed by its orders when `orders`.
+fn import_rows(rows: usize, orders: bool) -> impl Iterator<Item = proto::ImportCustomersRequest> {
+    (0..rows).flat_map(move |i| {
+        let customer = std::iter::once(proto::ImportCustomersRequest {
+            row: Some(Row::Customer(generated_customer(i))),
+        });
+        let n = if orders { orders_of(i) } else { 0 };
+        let email = format!("customer{i}@example.com");
+        customer.chain((0..n).map(move |k| proto::ImportCustomersRequest {
+            row: Some(Row::Order(proto::ImportOrder {
+                order: Some(generated_order(i, k)),
+                customer_email: email.clone(),
+            })),
+        }))
+    })
+}
+
+/// Customer `i`'s orders as the server stores them, as CSV for sqlite3 (the customer's rowid
+/// is `i + 1`).
+fn csv_orders(i: usize, out: &mut impl Write) -> std::io::Result<()> {
+    for k in 0..orders_of(i) {
+        let o = generated_order(i, k);
+        let line = &o.lines[0];
+        let total = (line.unit_price * line.quantity as f64 * 100.0).round() as i64;
+        writeln!(
+            out,
+            "{},{},TRY,{},PAID,{},\"[{{\"\"sku\"\":\"\"{}\"\",\"\"category\"\":\"\"{}\"\",\"\"quantity\"\":{},\"\"unit_price\"\":{}}}]\",{}",
+            o.order_id,
+            i + 1,
+            o.placed_time.map_or(0, |t| t.seconds * 1_000_000),
+            total,
+            line.sku,
+            line.category,
+            line.quantity,
+            (line.unit_price * 100.0).round() as i64,
+            1_700_000_000_000_000i64
+        )?;
+    }
+    Ok(())
+}
+
 /// The same row as the server stores it, as CSV for sqlite3.
 fn csv_row(i: usize, out: &mut impl Write) -> std::io::Result<()> {
     let c = generated_customer(i);
@@ -70,7 +139,13 @@ const BASELINE_SCHEMA: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = N
     CREATE UNIQUE INDEX customers_phone ON customers (phone); \
     CREATE INDEX customers_name_key ON customers (name_key);";
 
-pub async fn run(rows: usize, auth: bool) -> anyhow::Result<()> {
+const BASELINE_ORDERS_SCHEMA: &str = "CREATE TABLE orders (order_id TEXT PRIMARY KEY, \
+    customer_id INTEGER NOT NULL, currency TEXT NOT NULL, placed_time INTEGER NOT NULL, \
+    status TEXT NOT NULL, total INTEGER NOT NULL, lines TEXT NOT NULL, \
+    create_time INTEGER NOT NULL); \
+    CREATE INDEX orders_customer ON orders (customer_id, placed_time DESC, order_id DESC);";
+
+pub async fn run(rows: usize, orders: bool, auth: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
 
     // Baseline: sqlite3's .import of the same rows.
@@ -82,18 +157,39 @@ pub async fn run(rows: usize, auth: bool) -> anyhow::Result<()> {
         }
         w.flush()?;
     }
+    let orders_csv = dir.path().join("orders.csv");
+    let order_rows: usize = if orders {
+        (0..rows).map(orders_of).sum()
+    } else {
+        0
+    };
+    if orders {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&orders_csv)?);
+        for i in 0..rows {
+            csv_orders(i, &mut w)?;
+        }
+        w.flush()?;
+    }
     let base_db = dir.path().join("baseline.db");
     let status = Command::new("sqlite3")
         .arg(&base_db)
-        .arg(BASELINE_SCHEMA)
+        .arg(if orders {
+            format!("{BASELINE_SCHEMA} {BASELINE_ORDERS_SCHEMA}")
+        } else {
+            BASELINE_SCHEMA.to_string()
+        })
         .status()?;
     anyhow::ensure!(status.success(), "sqlite3 schema failed");
     let t0 = Instant::now();
-    let out = Command::new("sqlite3")
+    let mut import = Command::new("sqlite3");
+    import
         .arg(&base_db)
         .arg(".mode csv")
-        .arg(format!(".import {} customers", csv.display()))
-        .output()?;
+        .arg(format!(".import {} customers", csv.display()));
+    if orders {
+        import.arg(format!(".import {} orders", orders_csv.display()));
+    }
+    let out = import.output()?;
     let base_secs = t0.elapsed().as_secs_f64();
     anyhow::ensure!(
         out.status.success(),
@@ -112,18 +208,23 @@ pub async fn run(rows: usize, auth: bool) -> anyhow::Result<()> {
 
     // bakkal: the same rows streamed to ImportCustomers, generated on the fly.
     let (bakkal_secs, peak, idle_mib) =
-        bakkal_import(dir.path(), "bakkal", rows, Mode::Default).await?;
+        bakkal_import(dir.path(), "bakkal", rows, orders, Mode::Default).await?;
     let compared = match auth {
         false => None,
         true => Some((
-            bakkal_import(dir.path(), "bare", rows, Mode::Neither).await?,
-            bakkal_import(dir.path(), "secured", rows, Mode::AuthAndAudit).await?,
+            bakkal_import(dir.path(), "bare", rows, orders, Mode::Neither).await?,
+            bakkal_import(dir.path(), "secured", rows, orders, Mode::AuthAndAudit).await?,
         )),
     };
+    // rows/s counts every row of the stream, customers and orders alike
+    let rows_in = rows;
+    let rows = rows + order_rows;
 
     let base_rate = rows as f64 / base_secs;
     let bakkal_rate = rows as f64 / bakkal_secs;
-    println!("ImportCustomers of {rows} generated customers into SQLite (WAL)");
+    println!(
+        "ImportCustomers of {rows_in} generated customers and {order_rows} orders into SQLite (WAL)"
+    );
     println!("{:<36} {:>9} {:>12}", "importer", "seconds", "rows/s");
     println!(
         "{:<36} {:>9.2} {:>12.0}",
@@ -175,6 +276,7 @@ async fn bakkal_import(
     dir: &std::path::Path,
     file: &str,
     rows: usize,
+    orders: bool,
     mode: Mode,
 ) -> anyhow::Result<(f64, f64, f64)> {
     let url = format!("sqlite://{}", dir.join(format!("{file}.db")).display());
@@ -225,16 +327,22 @@ async fn bakkal_import(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let idle_mib = server.peak_rss_mib();
-    let stream = tokio_stream::iter((0..rows).map(|i| proto::ImportCustomersRequest {
-        row: Some(Row::Customer(generated_customer(i))),
-    }));
+    let stream = tokio_stream::iter(import_rows(rows, orders));
     let t0 = Instant::now();
     let res = client.import_customers(stream).await?.into_inner();
     let secs = t0.elapsed().as_secs_f64();
+    let want_orders: usize = if orders {
+        (0..rows).map(orders_of).sum()
+    } else {
+        0
+    };
     anyhow::ensure!(
-        res.created as usize == rows && res.rejected == 0,
-        "bakkal created {} of {rows} rows, rejected {}",
+        res.created as usize == rows
+            && res.orders_recorded as usize == want_orders
+            && res.rejected == 0,
+        "bakkal created {} of {rows} customers, recorded {} of {want_orders} orders, rejected {}",
         res.created,
+        res.orders_recorded,
         res.rejected
     );
     Ok((secs, server.peak_rss_mib(), idle_mib))

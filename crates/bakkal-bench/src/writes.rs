@@ -159,7 +159,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let pg = postgres.as_deref();
-    let mut targets = vec![
+    let mut targets = [
         start(dir.path(), "audit off (--no-audit-trail)", false, pg).await?,
         start(dir.path(), "audit on (default)", true, pg).await?,
     ];

@@ -15,7 +15,7 @@ use crate::args::{positional, push_value_rows, Arg};
 use crate::customers::{
     check_unique, field_args, load_live, refresh_referral_count, write_fields, FIELD_COLUMNS,
 };
-use crate::orders::{insert_order, record_in};
+use crate::orders::{insert_orders, record_in};
 use crate::{Backend, Result, Store, StoreError};
 
 /// Rows per multi-row INSERT: 22 parameters a row stays under every backend's limit (32766
@@ -456,7 +456,12 @@ impl Store {
             });
             known.extend(q.fetch_all(&mut *tx).await?);
         }
+        // New orders are inserted together (multi-row INSERTs) and their customers' totals
+        // refreshed together; a repeated order id flushes what is pending first, so the
+        // idempotent path sees it stored.
         let mut touched = HashSet::new();
+        let mut pending: Vec<Order> = Vec::new();
+        let mut pending_ids = HashSet::new();
         for r in rows {
             let Some(&customer_id) = by_email.get(&key(&r.email)) else {
                 out.reject(
@@ -473,6 +478,11 @@ impl Store {
                 ..r.order.clone()
             };
             if known.contains(&order.order_id) {
+                if pending_ids.contains(&order.order_id) {
+                    insert_orders(self.backend, &mut tx, &pending).await?;
+                    pending.clear();
+                    pending_ids.clear();
+                }
                 // seen before (stored, or earlier in this batch): the idempotent path
                 match record_in(&mut tx, order, now).await {
                     Ok(_) => out.orders_recorded += 1,
@@ -483,14 +493,16 @@ impl Store {
                 }
                 continue;
             }
-            insert_order(&mut tx, &order).await?;
             known.insert(order.order_id.clone());
+            pending_ids.insert(order.order_id.clone());
             touched.insert(customer_id);
+            pending.push(order);
             out.orders_recorded += 1;
         }
-        for id in touched {
-            crate::customers::refresh_totals(&mut tx, id, now).await?;
-        }
+        insert_orders(self.backend, &mut tx, &pending).await?;
+        let mut touched: Vec<i64> = touched.into_iter().collect();
+        touched.sort_unstable();
+        crate::customers::refresh_totals_many(self.backend, &mut tx, &touched, now).await?;
         tx.audit("orders", AuditAction::Import, batch_changes(&out));
         tx.commit().await?;
         Ok(out)

@@ -49,6 +49,38 @@ pub(crate) async fn insert_order(conn: &mut AnyConnection, o: &Order) -> Result<
     Ok(())
 }
 
+/// Rows per multi-row order INSERT (8 parameters a row).
+const ORDER_INSERT_ROWS: usize = 1000;
+
+/// Insert `orders`, all new, with multi-row INSERTs (an import's batch).
+pub(crate) async fn insert_orders(
+    backend: crate::Backend,
+    conn: &mut AnyConnection,
+    orders: &[Order],
+) -> Result<()> {
+    for chunk in orders.chunks(ORDER_INSERT_ROWS) {
+        let mut sql = String::from(
+            "INSERT INTO orders (order_id, customer_id, currency, placed_time, status, total, \
+             lines, create_time) VALUES ",
+        );
+        crate::args::push_value_rows(&mut sql, backend, chunk.len(), 8, "");
+        let mut q = sqlx::query(&sql);
+        for o in chunk {
+            q = q
+                .bind(o.order_id.clone())
+                .bind(o.customer_id)
+                .bind(o.currency.clone())
+                .bind(o.placed_time)
+                .bind(o.status.as_str())
+                .bind(o.total())
+                .bind(serde_json::to_string(&o.lines).unwrap_or_else(|_| "[]".into()))
+                .bind(o.create_time);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 async fn load_order(conn: &mut AnyConnection, order_id: &str) -> Result<Option<Order>> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1");
     let row = sqlx::query(&sql)

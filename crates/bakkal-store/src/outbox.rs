@@ -161,7 +161,9 @@ impl Store {
             Some(Cursor::Int(id, _)) => *id,
             Some(_) => return Err(crate::customers::bad_token()),
         };
-        let mut b = SqlBuilder::new(format!("SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE "));
+        let mut b = SqlBuilder::new(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM outbox_messages WHERE "
+        ));
         match parent {
             MessageParent::Campaign(id) => {
                 self.get_campaign(id).await?;
@@ -179,7 +181,8 @@ impl Store {
         }
         push_message_scope(&mut b, scope);
         b.push(" AND id > ").arg(Arg::Int(after));
-        b.push(" ORDER BY id LIMIT ").arg(Arg::Int(page_size as i64 + 1));
+        b.push(" ORDER BY id LIMIT ")
+            .arg(Arg::Int(page_size as i64 + 1));
         let rows = bind(sqlx::query(&b.sql), &b.args)
             .fetch_all(&mut *self.acquire().await?)
             .await?;

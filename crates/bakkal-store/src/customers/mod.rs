@@ -377,6 +377,41 @@ pub(crate) async fn refresh_totals(conn: &mut AnyConnection, id: i64, now: Micro
     Ok(())
 }
 
+/// `refresh_totals` for many customers: one UPDATE per thousand (an import's batch).
+pub(crate) async fn refresh_totals_many(
+    backend: crate::Backend,
+    conn: &mut AnyConnection,
+    ids: &[i64],
+    now: Micros,
+) -> Result<()> {
+    const PAID: &str = "FROM orders o WHERE o.customer_id = customers.id AND o.status = 'PAID'";
+    for chunk in ids.chunks(1000) {
+        let mut sql = format!(
+            "UPDATE customers SET \
+               order_count = (SELECT COUNT(*) {PAID}), \
+               total_spent = (SELECT CAST(COALESCE(SUM(o.total), 0) AS BIGINT) {PAID}), \
+               first_order_time = (SELECT MIN(o.placed_time) {PAID}), \
+               last_order_time = (SELECT MAX(o.placed_time) {PAID}), \
+               converted_time = COALESCE(converted_time, (SELECT MIN(o.placed_time) {PAID})), \
+               update_time = {}, version = version + 1 \
+             WHERE id IN (",
+            crate::args::positional(backend, 1)
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&crate::args::positional(backend, i + 2));
+        }
+        sql.push(')');
+        let q = chunk
+            .iter()
+            .fold(sqlx::query(&sql).bind(now), |q, id| q.bind(*id));
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 pub(crate) fn bad_token() -> StoreError {
     StoreError::Invalid(ValidationError::single(
         "page_token",
