@@ -43,18 +43,21 @@ impl CampaignApi {
         Self { store, host, wake }
     }
 
-    /// A stored message as a caller without `customers.pii.read` may see it: its subject and
-    /// body scrubbed of its customer's address, phone and birth date as stored now (`seen`
-    /// keeps the customers of one page).
-    async fn masked(
+    /// A message's subject and body as a caller without `customers.pii.read` may see them:
+    /// scrubbed of the address, phone and birth date of customer `customer_id` as stored now
+    /// (`seen` keeps the customers of one page). When that customer cannot be read any more
+    /// (erased, or merged into another) what the texts were rendered from is unknown, so they
+    /// are hidden whole.
+    async fn scrub_texts(
         &self,
-        mut p: proto::Message,
         customer_id: i64,
         pii: crate::auth::mask::Pii,
-        seen: &mut std::collections::HashMap<i64, bakkal_domain::CustomerFields>,
-    ) -> Result<proto::Message, Status> {
+        seen: &mut std::collections::HashMap<i64, Option<bakkal_domain::CustomerFields>>,
+        subject: &mut String,
+        body: &mut String,
+    ) -> Result<(), Status> {
         if pii != crate::auth::mask::Pii::Mask {
-            return Ok(p);
+            return Ok(());
         }
         if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(customer_id) {
             match self
@@ -63,18 +66,25 @@ impl CampaignApi {
                 .await
             {
                 Ok(c) => {
-                    slot.insert(c.fields);
+                    slot.insert(Some(c.fields));
                 }
-                // an erased customer's messages hold no personal data any more
-                Err(bakkal_store::StoreError::NotFound(_)) => return Ok(p),
+                Err(bakkal_store::StoreError::NotFound(_)) => {
+                    slot.insert(None);
+                }
                 Err(e) => return Err(from_store(e)),
             }
         }
-        if let Some(f) = seen.get(&customer_id) {
-            p.subject = pii.scrub(&p.subject, f);
-            p.body = pii.scrub(&p.body, f);
+        match seen.get(&customer_id) {
+            Some(Some(f)) => {
+                *subject = pii.scrub(subject, f);
+                *body = pii.scrub(body, f);
+            }
+            _ => {
+                *subject = pii.hidden(subject);
+                *body = pii.hidden(body);
+            }
         }
-        Ok(p)
+        Ok(())
     }
 
     /// Load and compile a campaign's MESSAGE script (through the host's cache).
@@ -804,18 +814,12 @@ impl CampaignService for CampaignApi {
         .await
         .map_err(from_engine)?;
         let mut out = Vec::with_capacity(messages.len());
+        let mut seen = std::collections::HashMap::new();
         for m in &messages {
             let mut p = would_be_to_proto(m, &campaign.fields.channel);
-            if pii == crate::auth::mask::Pii::Mask {
-                // rendered from the customer as stored: its personal data masked here
-                let c = self
-                    .store
-                    .get_customer(m.customer_id, &bakkal_store::RecordScope::All)
-                    .await
-                    .map_err(from_store)?;
-                p.subject = pii.scrub(&p.subject, &c.fields);
-                p.body = pii.scrub(&p.body, &c.fields);
-            }
+            // rendered from the customer as stored: its personal data masked here
+            self.scrub_texts(m.customer_id, pii, &mut seen, &mut p.subject, &mut p.body)
+                .await?;
             out.push(p);
         }
         Ok(Response::new(proto::DryRunCampaignResponse {
@@ -860,12 +864,12 @@ impl CampaignService for CampaignApi {
             .await
             .map_err(from_store)?;
         let mut messages = Vec::with_capacity(list.len());
-        let mut customers = std::collections::HashMap::new();
+        let mut seen = std::collections::HashMap::new();
         for m in &list {
-            messages.push(
-                self.masked(message_to_proto(m), m.customer_id, pii, &mut customers)
-                    .await?,
-            );
+            let mut p = message_to_proto(m);
+            self.scrub_texts(m.customer_id, pii, &mut seen, &mut p.subject, &mut p.body)
+                .await?;
+            messages.push(p);
         }
         Ok(Response::new(proto::ListMessagesResponse {
             messages,
@@ -891,13 +895,9 @@ impl CampaignService for CampaignApi {
             .get_message(id, &scope)
             .await
             .map_err(from_store)?;
-        let out = self
-            .masked(
-                message_to_proto(&m),
-                m.customer_id,
-                pii,
-                &mut Default::default(),
-            )
+        let mut out = message_to_proto(&m);
+        let (subject, body) = (&mut out.subject, &mut out.body);
+        self.scrub_texts(m.customer_id, pii, &mut Default::default(), subject, body)
             .await?;
         Ok(Response::new(out))
     }
