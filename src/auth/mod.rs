@@ -133,7 +133,7 @@ impl Caller {
             "{method} aggregates over every one of the {}; {} reaches {} {} only",
             records.name(),
             self.principal.name(),
-            permissions::scope_name(given),
+            given.as_str(),
             records.name()
         )))
     }

@@ -767,14 +767,6 @@ impl Records {
     }
 }
 
-pub fn scope_name(s: Scope) -> &'static str {
-    match s {
-        Scope::Own => "OWN",
-        Scope::Team => "TEAM",
-        Scope::All => "ALL",
-    }
-}
-
 /// The custom roles (`AccessService.CreateRole`) by name: what each grants and how far it
 /// reaches into each record family.
 pub type CustomRoles = HashMap<String, CustomGrant>;
@@ -1024,7 +1016,7 @@ pub fn markdown() -> String {
          |---|---|---|---|---|\n",
     );
     for b in BUILT_IN {
-        let scope = |r| b.scope(r).map(scope_name).unwrap_or("—");
+        let scope = |r| b.scope(r).map(Scope::as_str).unwrap_or("—");
         s.push_str(&format!(
             "| `{}` | {} | {} | {} | {} |\n",
             b.name(),
