@@ -355,25 +355,28 @@ pub(crate) async fn write_fields(
 }
 
 /// Recompute a customer's order totals and conversion from their paid orders.
-pub(crate) async fn refresh_totals(conn: &mut AnyConnection, id: i64, now: Micros) -> Result<()> {
-    sqlx::query(
+/// `UPDATE customers SET <value keys from paid orders>, update_time = <now> WHERE id …`, up to
+/// the `WHERE`: what `refresh_totals` and `refresh_totals_many` both run.
+fn totals_update(now: &str) -> String {
+    const PAID: &str = "FROM orders o WHERE o.customer_id = customers.id AND o.status = 'PAID'";
+    format!(
         "UPDATE customers SET \
-           order_count = (SELECT COUNT(*) FROM orders WHERE customer_id = $1 AND status = 'PAID'), \
-           total_spent = (SELECT CAST(COALESCE(SUM(total), 0) AS BIGINT) FROM orders \
-                          WHERE customer_id = $1 AND status = 'PAID'), \
-           first_order_time = (SELECT MIN(placed_time) FROM orders \
-                               WHERE customer_id = $1 AND status = 'PAID'), \
-           last_order_time = (SELECT MAX(placed_time) FROM orders \
-                              WHERE customer_id = $1 AND status = 'PAID'), \
-           converted_time = COALESCE(converted_time, (SELECT MIN(placed_time) FROM orders \
-                              WHERE customer_id = $1 AND status = 'PAID')), \
-           update_time = $2, version = version + 1 \
-         WHERE id = $1",
+           order_count = (SELECT COUNT(*) {PAID}), \
+           total_spent = (SELECT CAST(COALESCE(SUM(o.total), 0) AS BIGINT) {PAID}), \
+           first_order_time = (SELECT MIN(o.placed_time) {PAID}), \
+           last_order_time = (SELECT MAX(o.placed_time) {PAID}), \
+           converted_time = COALESCE(converted_time, (SELECT MIN(o.placed_time) {PAID})), \
+           update_time = {now}, version = version + 1 \
+         WHERE id"
     )
-    .bind(id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+}
+
+pub(crate) async fn refresh_totals(conn: &mut AnyConnection, id: i64, now: Micros) -> Result<()> {
+    sqlx::query(&format!("{} = $2", totals_update("$1")))
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -384,19 +387,9 @@ pub(crate) async fn refresh_totals_many(
     ids: &[i64],
     now: Micros,
 ) -> Result<()> {
-    const PAID: &str = "FROM orders o WHERE o.customer_id = customers.id AND o.status = 'PAID'";
     for chunk in ids.chunks(1000) {
-        let mut sql = format!(
-            "UPDATE customers SET \
-               order_count = (SELECT COUNT(*) {PAID}), \
-               total_spent = (SELECT CAST(COALESCE(SUM(o.total), 0) AS BIGINT) {PAID}), \
-               first_order_time = (SELECT MIN(o.placed_time) {PAID}), \
-               last_order_time = (SELECT MAX(o.placed_time) {PAID}), \
-               converted_time = COALESCE(converted_time, (SELECT MIN(o.placed_time) {PAID})), \
-               update_time = {}, version = version + 1 \
-             WHERE id IN (",
-            crate::args::positional(backend, 1)
-        );
+        let mut sql = totals_update(&crate::args::positional(backend, 1));
+        sql.push_str(" IN (");
         for i in 0..chunk.len() {
             if i > 0 {
                 sql.push_str(", ");
