@@ -3,7 +3,6 @@
 //! the backup's seconds and GetCustomer p99 during it against without (target ≤ 2×).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use bakkal::proto;
 use bakkal::proto::backup_service_client::BackupServiceClient;
 use bakkal::proto::customer_service_client::CustomerServiceClient;
 
-use crate::process::{free_port, sibling, Server};
+use crate::process::{serve_command, Server};
 
 pub async fn run(
     customers: usize,
@@ -24,14 +23,8 @@ pub async fn run(
     let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
     let db = crate::segments::seed(customers, &dir).await?;
     let backups_dir = tmp.path().join("backups");
-    let port = free_port()?;
-    let mut cmd = Command::new(sibling("bakkal")?);
+    let (mut cmd, port) = serve_command(&format!("sqlite://{}", db.display()))?;
     cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--database-url",
-        &format!("sqlite://{}", db.display()),
         "--backup-dir",
         &backups_dir.display().to_string(),
         "--backup-keep",

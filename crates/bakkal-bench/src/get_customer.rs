@@ -11,7 +11,7 @@ use bakkal::proto::{self, import_customers_request::Row};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::process::{free_port, sibling, Server};
+use crate::process::{admin_key, free_port, serve_command, Server};
 
 /// A client that sends `token` (when there is one) as a bearer credential on every call.
 type Client = CustomerServiceClient<
@@ -50,31 +50,16 @@ async fn start_bakkal(
     cache: usize,
     auth: bool,
 ) -> anyhow::Result<Bakkal> {
-    let port = free_port()?;
     let url = format!(
         "sqlite://{}",
         dir.join(if auth { "bench-auth.db" } else { "bench.db" })
             .display()
     );
     let mut bearer = Bearer(None);
-    let mut cmd = Command::new(sibling("bakkal")?);
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--database-url",
-        &url,
-        "--customer-cache",
-        &cache.to_string(),
-    ]);
+    let (mut cmd, port) = serve_command(&url)?;
+    cmd.args(["--customer-cache", &cache.to_string()]);
     if auth {
-        let out = Command::new(sibling("bakkal")?)
-            .args(["keys", "create", "--role", "admin", "--name", "bench"])
-            .args(["--database-url", &url])
-            .stderr(std::process::Stdio::null())
-            .output()?;
-        anyhow::ensure!(out.status.success(), "bakkal keys create failed");
-        let key = String::from_utf8(out.stdout)?.trim().to_string();
+        let key = admin_key(&url)?;
         bearer = Bearer(Some(format!("Bearer {key}").parse()?));
         cmd.arg("--require-auth");
     }

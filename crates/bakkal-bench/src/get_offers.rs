@@ -17,7 +17,7 @@ use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::{self, CampaignStrategy, MessageChannel, ScriptKind};
 use tonic::transport::Channel;
 
-use crate::process::{free_port, sibling, Server};
+use crate::process::{serve_command, Server};
 
 const CATEGORIES: [&str; 10] = [
     "coffee", "tea", "grinders", "kitchen", "cocoa", "syrup", "cups", "filters", "books", "gifts",
@@ -32,15 +32,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("bench.db");
-    let port = free_port()?;
-    let mut cmd = Command::new(sibling("bakkal")?);
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--database-url",
-        &format!("sqlite://{}", db.display()),
-    ]);
+    let (cmd, port) = serve_command(&format!("sqlite://{}", db.display()))?;
     let bakkal = Server::start(cmd, port)?;
     let ch = bakkal.channel().await?;
     let mut customers = CustomerServiceClient::new(ch.clone());

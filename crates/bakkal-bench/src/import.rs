@@ -8,7 +8,7 @@ use std::time::Instant;
 use bakkal::proto::customer_service_client::CustomerServiceClient;
 use bakkal::proto::{self, import_customers_request::Row};
 
-use crate::process::{free_port, sibling, Server};
+use crate::process::{admin_key, serve_command, Server};
 
 const REGIONS: [(&str, &str); 6] = [
     ("Marmara", "İstanbul"),
@@ -280,15 +280,7 @@ async fn bakkal_import(
     mode: Mode,
 ) -> anyhow::Result<(f64, f64, f64)> {
     let url = format!("sqlite://{}", dir.join(format!("{file}.db")).display());
-    let port = free_port()?;
-    let mut cmd = Command::new(sibling("bakkal")?);
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--database-url",
-        &url,
-    ]);
+    let (mut cmd, port) = serve_command(&url)?;
     let mut bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = None;
     match mode {
         Mode::Default => {}
@@ -296,13 +288,7 @@ async fn bakkal_import(
             cmd.arg("--no-audit-trail");
         }
         Mode::AuthAndAudit => {
-            let out = Command::new(sibling("bakkal")?)
-                .args(["keys", "create", "--role", "admin", "--name", "bench"])
-                .args(["--database-url", &url])
-                .stderr(std::process::Stdio::null())
-                .output()?;
-            anyhow::ensure!(out.status.success(), "bakkal keys create failed");
-            let key = String::from_utf8(out.stdout)?.trim().to_string();
+            let key = admin_key(&url)?;
             bearer = Some(format!("Bearer {key}").parse()?);
             cmd.arg("--require-auth");
         }

@@ -104,3 +104,30 @@ pub async fn fresh_postgres_database(base: &str, label: &str) -> anyhow::Result<
     let query = base.find('?').map(|q| &base[q..]).unwrap_or("");
     Ok(format!("{}/{name}{query}", &base[..cut]))
 }
+
+/// `bakkal serve` (the release binary next to this one) on a free loopback port over the
+/// database at `url`; more flags may be added before it starts: (the command, its port).
+pub fn serve_command(url: &str) -> anyhow::Result<(Command, u16)> {
+    let port = free_port()?;
+    let mut cmd = Command::new(sibling("bakkal")?);
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database-url",
+        url,
+    ]);
+    Ok((cmd, port))
+}
+
+/// A new admin API key made straight in the database at `url` (`bakkal keys create`), as an
+/// operator bootstraps a server that requires keys.
+pub fn admin_key(url: &str) -> anyhow::Result<String> {
+    let out = Command::new(sibling("bakkal")?)
+        .args(["keys", "create", "--role", "admin", "--name", "bench"])
+        .args(["--database-url", url])
+        .stderr(Stdio::null())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "bakkal keys create failed");
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}

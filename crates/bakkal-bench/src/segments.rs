@@ -14,7 +14,7 @@ use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::{self, import_customers_request::Row, preview_segment_request::Target};
 
 use crate::import::generated_customer;
-use crate::process::{free_port, sibling, Server};
+use crate::process::{serve_command, sibling, Server};
 
 const RULE: &str =
     "fn matches(c) {\n    c.total_spent > 300.0 && c.region == \"Ege\" && c.order_count >= 2\n}\n";
@@ -55,15 +55,7 @@ fn generated_orders(i: usize, now: i64) -> impl Iterator<Item = proto::ImportOrd
 }
 
 pub fn start(db: &Path) -> anyhow::Result<Server> {
-    let port = free_port()?;
-    let mut cmd = Command::new(sibling("bakkal")?);
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--database-url",
-        &format!("sqlite://{}", db.display()),
-    ]);
+    let (cmd, port) = serve_command(&format!("sqlite://{}", db.display()))?;
     Server::start(cmd, port)
 }
 

@@ -2,7 +2,6 @@
 //! started with `--no-audit-trail`, in the same run. Every write and its audit event share one
 //! transaction, so this is what the trail costs a writer.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use bakkal::proto::customer_service_client::CustomerServiceClient;
 use bakkal::proto::{self};
 use tonic::transport::Channel;
 
-use crate::process::{free_port, sibling, Server};
+use crate::process::{serve_command, Server};
 
 struct Target {
     label: &'static str,
@@ -32,15 +31,7 @@ async fn start(
         Some(base) => crate::process::fresh_postgres_database(base, file).await?,
         None => format!("sqlite://{}", dir.join(format!("{file}.db")).display()),
     };
-    let port = free_port()?;
-    let mut cmd = Command::new(sibling("bakkal")?);
-    cmd.args([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--database-url",
-        &url,
-    ]);
+    let (mut cmd, port) = serve_command(&url)?;
     if !audit {
         cmd.arg("--no-audit-trail");
     }
