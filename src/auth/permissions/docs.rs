@@ -2,7 +2,7 @@
 
 use bakkal_domain::access::Scope;
 
-use super::{Records, AGGREGATES, BUILT_IN, EXTRA_PERMISSIONS, TABLE};
+use super::{Effect, Records, AGGREGATES, BUILT_IN, EXTRA_PERMISSIONS, TABLE};
 
 pub fn markdown() -> String {
     let mut s = String::from(
