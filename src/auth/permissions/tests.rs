@@ -1,5 +1,9 @@
 //! The table against the served descriptor set, and the roles against their documentation.
 
+use std::collections::BTreeSet;
+
+use bakkal_domain::access::Scope;
+
 use super::*;
 use prost::Message as _;
 
