@@ -2,8 +2,8 @@
 //! built-in roles. An RPC missing from the table is denied (a test checks the table against
 //! the served descriptor set both ways), and `docs/permissions.md` is generated from it.
 
-use std::collections::BTreeSet;
-
+use std::collections::{BTreeSet, HashMap};
+use std::sync::LazyLock;
 
 /// Which records a permission is about; built-in roles are defined over families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -93,8 +93,11 @@ pub fn aggregate_over(method: &str) -> Option<Records> {
 
 /// The entry for a request path (`/service/method`).
 pub fn lookup(path: &str) -> Option<&'static Rpc> {
+    // every authenticated call looks its path up: an index built once, not a scan of the table
+    static INDEX: LazyLock<HashMap<&'static str, &'static Rpc>> =
+        LazyLock::new(|| TABLE.iter().map(|r| (r.method, r)).collect());
     let method = path.strip_prefix('/')?;
-    TABLE.iter().find(|r| r.method == method)
+    INDEX.get(method).copied()
 }
 
 /// Every permission name, sorted.
@@ -105,4 +108,3 @@ pub fn all_permissions() -> BTreeSet<&'static str> {
         .chain(EXTRA_PERMISSIONS.iter().map(|(p, _)| *p))
         .collect()
 }
-
