@@ -59,8 +59,7 @@ pub fn with_checksum(body: &str) -> String {
 
 /// Hex SHA-256 of a secret.
 pub fn secret_hash(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// Compare two hashes in time independent of where they differ.
@@ -333,6 +332,11 @@ mod tests {
     fn hashes_compare_by_value() {
         assert!(hashes_equal(&secret_hash("a"), &secret_hash("a")));
         assert!(!hashes_equal(&secret_hash("a"), &secret_hash("b")));
+        // lower-case hex of SHA-256, the form stored since the first key
+        assert_eq!(
+            secret_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert!(!hashes_equal("ab", "abc"));
     }
 }
