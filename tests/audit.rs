@@ -1,8 +1,8 @@
 //! The audit trail through the public API, on SQLite and PostgreSQL: one event per write with
 //! its principal, key id, request id, method, resource and changed fields; failed and denied
 //! calls; no key secret anywhere in the trail; filters and pages; masking; a watch; a stored
-//! event edited behind the server's back found by VerifyAuditChain; 50 parallel writes that
-//! still chain.
+//! event edited behind the server's back found by VerifyAuditChain; 60 parallel writes through
+//! two servers on one database that still make one chain.
 
 mod common;
 
@@ -804,9 +804,16 @@ async fn parallel_writes_keep_one_chain(backend: Backend) {
         return;
     };
     let (account, _, key) = service_key(&server, &admin, "integration").await;
+    // a second server on the same database: each remembers the chain head it last wrote, so
+    // every append of one after the other's finds its remembered head stale
+    let other = TestServer::start_at(&server.db_url, |c| c.auth.require = true).await;
     let mut calls = Vec::new();
-    for i in 0..50 {
-        let channel = server.channel.clone();
+    for i in 0..60 {
+        let channel = if i % 2 == 0 {
+            server.channel.clone()
+        } else {
+            other.channel.clone()
+        };
         let key = key.clone();
         calls.push(tokio::spawn(async move {
             CustomerServiceClient::new(channel)
@@ -836,8 +843,9 @@ async fn parallel_writes_keep_one_chain(backend: Backend) {
         all.iter()
             .filter(|e| e.principal == account && e.method == CREATE)
             .count(),
-        50
+        60
     );
+    other.stop().await;
     server.stop().await;
 }
 

@@ -171,6 +171,11 @@ impl NewAuditEvent {
 
     /// The canonical encoding the hash covers.
     pub fn canonical(&self) -> String {
+        self.canonical_with(&self.changes_text())
+    }
+
+    /// `canonical`, given the `changes_text` already made (an append needs both).
+    pub fn canonical_with(&self, changes_text: &str) -> String {
         canonical(&[
             &self.time.to_string(),
             &self.actor.principal,
@@ -182,7 +187,7 @@ impl NewAuditEvent {
             self.action.as_str(),
             self.result.as_str(),
             &self.code,
-            &self.changes_text(),
+            changes_text,
         ])
     }
 }
@@ -239,7 +244,7 @@ pub fn chain_hash(prev_hash: &str, seq: i64, canonical: &str) -> String {
     h.update(seq.to_string().as_bytes());
     h.update(b"|");
     h.update(canonical.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 fn consent_text(c: &Consent) -> String {

@@ -121,6 +121,8 @@ pub struct Store {
     observer: Option<Arc<dyn StoreObserver>>,
     /// Whether write transactions append audit events.
     audit: bool,
+    /// The audit chain's head as this process last committed it (SQLite; see `audit/chain.rs`).
+    audit_head: audit::Head,
 }
 
 /// The turn to write on SQLite, and how many foreground writers wait for it or hold it
@@ -231,6 +233,7 @@ impl Store {
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Writer::default())),
             observer: opts.observer.clone(),
             audit: opts.audit,
+            audit_head: audit::Head::default(),
         })
     }
 
@@ -320,6 +323,8 @@ impl Store {
             generation: self.generation.clone(),
             audit: Vec::new(),
             audit_on: self.audit,
+            audit_head: self.audit_head.clone(),
+            appended: None,
             _writer: writer,
         })
     }
@@ -361,6 +366,10 @@ pub(crate) struct WriteTx {
     /// The audit events this transaction records, appended just before it commits.
     audit: Vec<audit::Pending>,
     audit_on: bool,
+    /// The store's remembered chain head, and the head this transaction's appends made (set
+    /// into the former only once the transaction has committed).
+    audit_head: audit::Head,
+    appended: Option<(i64, String)>,
     /// This process's turn to write (SQLite), held until the transaction ends; declared after
     /// `tx`, so it is released after the transaction is.
     _writer: Option<(OwnedMutexGuard<()>, Option<Foreground>)>,
@@ -372,13 +381,15 @@ impl WriteTx {
     pub async fn commit(mut self) -> Result<()> {
         self.append_audit(bakkal_domain::time::now_micros()).await?;
         self.tx.commit().await?;
+        self.audit_head.set(self.appended.take());
         self.generation.bump();
         Ok(())
     }
 
     /// Commit without retiring the read cache: for a transaction that wrote only audit events.
-    pub(crate) async fn commit_quietly(self) -> Result<()> {
+    pub(crate) async fn commit_quietly(mut self) -> Result<()> {
         self.tx.commit().await?;
+        self.audit_head.set(self.appended.take());
         Ok(())
     }
 }

@@ -172,12 +172,33 @@ impl crate::WriteTx {
                 code: "OK".into(),
                 changes: p.changes,
             };
-            chain::append(&mut self.tx, &event, key.as_ref().map(|(c, k)| (*c, k))).await?;
+            let hint = self.appended.take().or_else(|| self.audit_head.get());
+            let key = key.as_ref().map(|(c, k)| (*c, k));
+            self.appended = chain::append(&mut self.tx, &event, key, hint).await?;
         }
         if let Some(c) = &call {
             c.count(n);
         }
         Ok(())
+    }
+}
+
+/// The audit chain's head (seq, hash) as this process last committed it: on SQLite an append
+/// tries the next seq after it without reading the head first (`chain::append`). Shared by a
+/// store's clones.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Head(Arc<std::sync::Mutex<Option<(i64, String)>>>);
+
+impl Head {
+    pub(crate) fn get(&self) -> Option<(i64, String)> {
+        self.0.lock().ok().and_then(|h| h.clone())
+    }
+
+    /// Remember `head` (a committed transaction's last append; `None` leaves it as it was).
+    pub(crate) fn set(&self, head: Option<(i64, String)>) {
+        if let (Some(h), Ok(mut held)) = (head, self.0.lock()) {
+            *held = Some(h);
+        }
     }
 }
 
@@ -201,7 +222,8 @@ impl crate::Store {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
-        chain::append(&mut tx.tx, &event, None).await?;
+        let hint = tx.audit_head.get();
+        tx.appended = chain::append(&mut tx.tx, &event, None, hint).await?;
         tx.commit_quietly().await?;
         if let Some(c) = current() {
             c.count(1);

@@ -26,38 +26,29 @@ pub(crate) struct EventKey {
 
 impl EventKey {
     pub fn new() -> EventKey {
-        let mut key = [0u8; 32];
-        let mut id = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut key);
-        rand::rngs::OsRng.fill_bytes(&mut id);
-        EventKey { id: hex(&id), key }
+        // one draw from the OS for both
+        let mut bytes = [0u8; 44];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let (key, id) = bytes.split_at(32);
+        let mut k = [0u8; 32];
+        k.copy_from_slice(key);
+        EventKey {
+            id: hex::encode(id),
+            key: k,
+        }
     }
 
     pub fn key_text(&self) -> String {
-        hex(&self.key)
+        hex::encode(self.key)
     }
 
     fn from_text(id: &str, key: &str) -> Option<EventKey> {
-        let bytes = unhex(key)?;
+        let bytes = hex::decode(key).ok()?;
         Some(EventKey {
             id: id.to_string(),
             key: bytes.try_into().ok()?,
         })
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn xor(key: &[u8; 32], stream: u64, data: &mut [u8]) {
@@ -94,7 +85,7 @@ pub(crate) fn seal(changes: &mut [FieldChange], key: &EventKey) {
             }
             let mut bytes = v.as_bytes().to_vec();
             xor(&key.key, stream, &mut bytes);
-            *v = format!("{PREFIX}{}:{stream}:{}", key.id, hex(&bytes));
+            *v = format!("{PREFIX}{}:{stream}:{}", key.id, hex::encode(&bytes));
             stream += 1;
         }
     }
@@ -132,7 +123,7 @@ pub(crate) fn open(changes: &mut [FieldChange], keys: &HashMap<String, String>) 
                 let id = parts.next()?;
                 let stream: u64 = parts.next()?.parse().ok()?;
                 let key = EventKey::from_text(id, keys.get(id)?)?;
-                let mut bytes = unhex(parts.next()?)?;
+                let mut bytes = hex::decode(parts.next()?).ok()?;
                 xor(&key.key, stream, &mut bytes);
                 String::from_utf8(bytes).ok()
             })();
