@@ -39,7 +39,10 @@ impl PgCluster {
     /// one (no PostgreSQL binaries, no `postgres` user to run them as root).
     pub fn start() -> Result<PgCluster, String> {
         let bin = bin_dir().ok_or("no PostgreSQL server binaries (initdb, pg_ctl) found")?;
-        let as_postgres = std::fs::metadata("/proc/self").map_err(|e| e.to_string())?.uid() == 0;
+        let as_postgres = std::fs::metadata("/proc/self")
+            .map_err(|e| e.to_string())?
+            .uid()
+            == 0;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         if as_postgres {
             let chown = Command::new("chown")
@@ -124,7 +127,18 @@ impl PgCluster {
         let log = self.path().join("postgres.log").display().to_string();
         self.run(
             "pg_ctl",
-            &["-D", &self.data(), "-l", &log, "-o", &options, "-w", "-t", "30", "start"],
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
         )
     }
 

@@ -45,7 +45,13 @@ impl BakkalProcess {
             None => Stdio::null(),
         };
         let mut child = Command::new(env!("CARGO_BIN_EXE_bakkal"))
-            .args(["serve", "--listen", &addr.to_string(), "--database-url", url])
+            .args([
+                "serve",
+                "--listen",
+                &addr.to_string(),
+                "--database-url",
+                url,
+            ])
             .arg("--outbox-file")
             .arg(dir.join("outbox.jsonl"))
             .args(extra)
