@@ -20,6 +20,57 @@ use crate::sinks::{file::FileSink, nats::NatsSink, webhook::WebhookSink, Attempt
 const BATCH: usize = 200;
 const LEASE_MICROS: i64 = 60_000_000;
 
+/// The longest a message's publishes may lie apart: a claim whose server died before
+/// recording the outcome is claimed again when its lease runs out, and each failed attempt
+/// (an ack that did not come in `send_timeout`) waits its full backoff before the next. A
+/// NATS stream's duplicate window must be at least this long for a message JetStream
+/// acknowledged to be stored once (`sinks::nats::durability_problems`).
+pub fn redelivery_horizon(config: &DeliveryConfig) -> Duration {
+    let retries: Duration = (1..i64::from(config.max_attempts))
+        .map(|a| {
+            let exp = a.clamp(1, 32) as u32 - 1;
+            let backoff = config
+                .backoff_base
+                .saturating_mul(2u32.saturating_pow(exp))
+                .min(config.backoff_max);
+            config.send_timeout.saturating_add(backoff)
+        })
+        .fold(Duration::ZERO, Duration::saturating_add);
+    let total = Duration::from_micros(LEASE_MICROS as u64)
+        .saturating_add(config.send_timeout)
+        .saturating_add(retries);
+    // whole seconds, rounded up
+    Duration::from_secs(total.as_secs() + u64::from(total.subsec_nanos() > 0))
+}
+
+/// Check, in the background, that the NATS streams of `channels` keep what they acknowledge
+/// once (file storage, acks, a duplicate window of [`redelivery_horizon`]); warn for each
+/// shortfall. NATS may be down at start: tried every 5 s for a minute.
+async fn check_nats_durability(sink: Arc<Sink>, channels: Vec<&'static str>) {
+    let Sink::Nats(nats) = &*sink else {
+        return;
+    };
+    for _ in 0..12 {
+        match nats.check_streams(&channels).await {
+            Ok(problems) if problems.is_empty() => {
+                tracing::info!(channels = ?channels, "NATS JetStream streams checked: durable");
+                return;
+            }
+            Ok(problems) => {
+                for problem in problems {
+                    tracing::warn!(%problem, "NATS JetStream may lose or repeat messages");
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "NATS JetStream streams not checked yet");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+    tracing::warn!("NATS JetStream streams could not be checked for durability in a minute");
+}
+
 /// The sinks in use and which channel goes to which.
 pub struct Sinks {
     /// A sink per kind and, for webhooks, the secrets that sign its deliveries.
@@ -61,11 +112,21 @@ impl Sinks {
                         &config.nats_subject_prefix,
                         config.nats_stream.clone(),
                         config.send_timeout,
+                        redelivery_horizon(config),
                     )
                     .await?,
                 ),
             };
-            kinds.push((kind.clone(), secrets, Arc::new(sink)));
+            let sink = Arc::new(sink);
+            if *kind == SinkKind::Nats {
+                let channels: Vec<&'static str> = crate::config::SINK_CHANNELS
+                    .iter()
+                    .copied()
+                    .filter(|c| *c != "*" && *config.sink_for(c) == SinkKind::Nats)
+                    .collect();
+                tokio::spawn(check_nats_durability(sink.clone(), channels));
+            }
+            kinds.push((kind.clone(), secrets, sink));
         }
         Ok(Sinks {
             kinds,
@@ -241,6 +302,25 @@ mod tests {
             let b9 = backoff(&config, 9);
             assert!(b9 >= Duration::from_millis(500) && b9 <= Duration::from_millis(1000));
         }
+    }
+
+    #[test]
+    fn redelivery_horizon_covers_the_lease_and_every_backoff() {
+        let config = DeliveryConfig::default();
+        // 60 s lease; 8 attempts of 10 s timeouts; backoffs 1, 2, 4 … 64 s
+        assert_eq!(
+            redelivery_horizon(&config),
+            Duration::from_secs(60 + 8 * 10 + 127)
+        );
+        let capped = DeliveryConfig {
+            backoff_max: Duration::from_secs(5),
+            max_attempts: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            redelivery_horizon(&capped),
+            Duration::from_secs(60 + 3 * 10 + 1 + 2)
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub const MAX_MESSAGE: usize = 512;
 /// The most field violations a BadRequest lists; the last one listed then says how many more.
 pub const MAX_VIOLATIONS: usize = 10;
 
+/// When a client may retry a call the database could not serve (`RetryInfo`).
+pub const DATABASE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A status whose message is bounded.
 fn status(code: Code, message: impl Into<String>) -> Status {
     Status::new(code, bounded(message, MAX_MESSAGE))
@@ -109,6 +112,9 @@ pub fn not_found(name: &str) -> Status {
 }
 
 /// The status for a store error. Real faults are logged here and reported without internals.
+/// A database that is down, restarting or out of connections is UNAVAILABLE (with
+/// `RetryInfo`); a full disk is RESOURCE_EXHAUSTED; neither is INTERNAL, since a retry later
+/// succeeds (README, "Faults").
 pub fn from_store(e: StoreError) -> Status {
     match e {
         StoreError::Invalid(v) => invalid(v),
@@ -141,9 +147,24 @@ pub fn from_store(e: StoreError) -> Status {
                 "the text sent holds a character the database cannot store (such as NUL)",
             )
         }
-        StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
-            tracing::warn!("database pool unavailable");
-            Status::unavailable("the database is busy or unavailable; retry later")
+        e if e.is_disk_full() => {
+            tracing::warn!(error = %e, "the database's disk is full; write refused");
+            detailed(
+                Code::ResourceExhausted,
+                "the database's disk is full: writes are refused until space is freed (reads \
+                 still work); retry later",
+                ErrorDetails::with_error_info("DATABASE_DISK_FULL", "bakkal.v1", HashMap::new()),
+            )
+        }
+        e if e.is_unavailable() => {
+            tracing::warn!(error = %e, "database unavailable");
+            let mut details = ErrorDetails::with_retry_info(Some(DATABASE_RETRY));
+            details.set_error_info("DATABASE_UNAVAILABLE", "bakkal.v1", HashMap::new());
+            detailed(
+                Code::Unavailable,
+                "the database is busy or unavailable; retry later",
+                details,
+            )
         }
         other => {
             tracing::error!(error = %other, "internal error");

@@ -158,8 +158,17 @@ where
             if let Ok(response) = &res {
                 let code = header_code(response).unwrap_or(Code::Ok);
                 if let Some(event) = event_after(&call, effect, code) {
-                    if let Err(e) = audit::scope(call, store.record_audit(event)).await {
-                        tracing::error!(error = %e, "cannot write the audit event of a call");
+                    let write = async move {
+                        if let Err(e) = audit::scope(call, store.record_audit(event)).await {
+                            tracing::error!(error = %e, "cannot write the audit event of a call");
+                        }
+                    };
+                    if code == Code::Unavailable {
+                        // the database may be what is unavailable: the event waits for it (the
+                        // pool's wait) in the background, not the caller a second time
+                        tokio::spawn(write);
+                    } else {
+                        write.await;
                     }
                 }
             }

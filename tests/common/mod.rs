@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod idp;
+pub mod pg_cluster;
+pub mod process;
 
 use std::net::SocketAddr;
 

@@ -1,7 +1,9 @@
 //! Bulk import in batches: one transaction per batch, multi-row inserts, one look-up per batch
 //! for existing customers. A row that breaks a rule is rejected with its row number; if a batch
 //! fails in the database for any other reason it is replayed row by row, each row in its own
-//! transaction, so one bad row never takes the others with it.
+//! transaction, so one bad row never takes the others with it. A batch that fails because the
+//! database is down or its disk is full (`StoreError::is_outage`) is not replayed: the import
+//! stops there, its earlier batches committed, and says so.
 
 use std::collections::{HashMap, HashSet};
 
@@ -247,6 +249,8 @@ impl Store {
     ) -> Result<ImportOutcome> {
         match self.import_customers_tx(&rows, now).await {
             Ok(out) => Ok(out),
+            // the database down or its disk full: no row is at fault, and the import stops
+            Err(e) if e.is_outage() => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, rows = rows.len(), "import batch failed; replaying it row by row");
                 let mut out = ImportOutcome::default();
@@ -257,6 +261,7 @@ impl Store {
                         .await
                     {
                         Ok(o) => out.absorb(o),
+                        Err(e) if e.is_outage() => return Err(e),
                         Err(e) => out.reject(row, import_reason(&e)),
                     }
                 }
@@ -413,6 +418,7 @@ impl Store {
     ) -> Result<ImportOutcome> {
         match self.import_orders_tx(&rows, now).await {
             Ok(out) => Ok(out),
+            Err(e) if e.is_outage() => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, rows = rows.len(), "order batch failed; replaying it row by row");
                 let mut out = ImportOutcome::default();
@@ -420,6 +426,7 @@ impl Store {
                     let row = r.row;
                     match self.import_orders_tx(std::slice::from_ref(&r), now).await {
                         Ok(o) => out.absorb(o),
+                        Err(e) if e.is_outage() => return Err(e),
                         Err(e) => out.reject(row, import_reason(&e)),
                     }
                 }

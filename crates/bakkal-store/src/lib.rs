@@ -317,7 +317,7 @@ impl Store {
         };
         // what `Pool::begin` does, with our timed acquire (sqlx's `Transaction::begin` is public,
         // though hidden from its documentation)
-        let tx = Transaction::begin(self.acquire().await?, statement).await?;
+        let tx = Transaction::begin(self.acquire_for_write().await?, statement).await?;
         Ok(WriteTx {
             tx,
             generation: self.generation.clone(),
@@ -327,6 +327,35 @@ impl Store {
             appended: None,
             _writer: writer,
         })
+    }
+
+    /// A connection to begin a write transaction on. sqlx (0.8) counts a SQLite connection's
+    /// open transactions itself; when SQLite rolls a transaction back on its own (it does on a
+    /// full disk, `SQLITE_FULL`, and on some I/O errors), the ROLLBACK sqlx sends when the
+    /// transaction is dropped fails and its count stays one too high, and that connection
+    /// would refuse every `BEGIN IMMEDIATE` from then on (`InvalidSavePointStatement`, an
+    /// INTERNAL). Such a connection is closed and another taken: writes succeed again once
+    /// the disk has room, without a restart (`tests/faults_disk_full.rs`).
+    async fn acquire_for_write(&self) -> Result<PoolConnection<Any>> {
+        use sqlx::TransactionManager as _;
+        fn depth(conn: &AnyConnection) -> usize {
+            <Any as sqlx::Database>::TransactionManager::get_transaction_depth(conn)
+        }
+        for _ in 0..4 {
+            let mut conn = self.acquire().await?;
+            if self.backend == Backend::Postgres || depth(&conn) == 0 {
+                return Ok(conn);
+            }
+            // the dropped transaction's ROLLBACK may still be on its way to the connection's
+            // worker thread: a statement after it has it done
+            sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            if depth(&conn) == 0 {
+                return Ok(conn);
+            }
+            tracing::warn!("a SQLite connection that lost track of its transaction is closed");
+            conn.close_on_drop();
+        }
+        Err(StoreError::Database(sqlx::Error::PoolTimedOut))
     }
 
     /// A connection from the pool, the wait told to the observer. Every query of the store but
