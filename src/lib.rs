@@ -17,6 +17,7 @@ pub mod limits;
 mod loyalty_service;
 mod loyalty_sweeper;
 pub mod metrics;
+pub mod personal_data;
 mod offer_service;
 mod page_token;
 pub mod scheduler;
