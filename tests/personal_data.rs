@@ -389,13 +389,13 @@ async fn imports_record_consent_events(server: &TestServer) {
 /// A customer with one of everything: orders, an interaction, a ticket with a comment and its
 /// acknowledgement message, loyalty points, a score and tier, a segment membership and
 /// consent events. Returns the customer's name.
-async fn everything(server: &TestServer, email: &str) -> String {
+async fn everything(server: &TestServer, email: &str, phone: &str) -> String {
     let c = create(
         server,
         proto::Customer {
             display_name: "Elif Demir".into(),
             email: email.into(),
-            phone: "+905321112233".into(),
+            phone: phone.into(),
             city: "İzmir".into(),
             tags: vec!["vip".into()],
             consent: Some(proto::ChannelConsents {
@@ -422,7 +422,7 @@ async fn everything(server: &TestServer, email: &str) -> String {
             .record_order(proto::RecordOrderRequest {
                 parent: c.name.clone(),
                 order: Some(proto::Order {
-                    order_id: format!("{email}-order-{i}"),
+                    order_id: format!("order-{}-{i}", phone.trim_start_matches('+')),
                     currency: "TRY".into(),
                     lines: vec![proto::OrderLine {
                         sku: "vase-1".into(),
@@ -519,7 +519,7 @@ async fn everything(server: &TestServer, email: &str) -> String {
 /// The export holds every kind of record the customer has, and each section its rows.
 async fn export_holds_every_kind_of_record(server: &TestServer) {
     let email = "elif.export@example.com";
-    let name = everything(server, email).await;
+    let name = everything(server, email, "+905321112233").await;
     let (doc, chunks) = export_of(server, &name).await;
     assert!(chunks >= 1);
     assert_eq!(doc["name"], name.as_str());
@@ -533,8 +533,10 @@ async fn export_holds_every_kind_of_record(server: &TestServer) {
     assert_eq!(customer["order_count"], 2);
     assert_eq!(len(&doc, "orders"), 2);
     assert_eq!(doc["orders"][0]["lines"][0]["sku"], "vase-1", "lines as JSON");
-    assert_eq!(len(&doc, "interactions"), 1);
-    assert_eq!(doc["interactions"][0]["subject"], "Opening hours");
+    // the phone call, and what the desk recorded on the timeline for the ticket
+    let interactions = doc["interactions"].as_array().expect("interactions");
+    assert!(interactions.iter().any(|i| i["subject"] == "Opening hours"));
+    let timeline = interactions.len();
     assert_eq!(len(&doc, "tickets"), 1);
     assert_eq!(doc["tickets"][0]["subject"], "My parcel arrived broken");
     assert_eq!(len(&doc, "ticket_comments"), 1);
@@ -571,7 +573,7 @@ async fn export_holds_every_kind_of_record(server: &TestServer) {
     }
     let (doc, chunks) = export_of(server, &name).await;
     assert!(chunks >= 2, "{chunks} chunk(s) for ~120 KB");
-    assert_eq!(len(&doc, "interactions"), 121);
+    assert_eq!(len(&doc, "interactions"), timeline + 120);
 
     let err = export(
         &mut pd(server),
@@ -588,8 +590,8 @@ async fn export_holds_every_kind_of_record(server: &TestServer) {
 /// that the record was erased and when; the consent decisions stay without their text.
 async fn erasure_reaches_every_table(server: &TestServer) {
     let email = "elif.erase@example.com";
-    let name = everything(server, email).await;
-    let other = everything(server, "bystander@example.com").await;
+    let name = everything(server, email, "+905321112233").await;
+    let other = everything(server, "bystander@example.com", "+905321112244").await;
     let id = id_of(&name);
     server
         .customers()
@@ -817,7 +819,7 @@ async fn erased_email_is_not_in_the_sqlite_file() {
     let db = TestDb::new(Backend::Sqlite).await.expect("sqlite");
     let server = TestServer::start_at(&db.url, |_| {}).await;
     let email = "zeynep.forgotten.7f3a@example.com";
-    let name = everything(&server, email).await;
+    let name = everything(&server, email, "+905329998877").await;
     let path = db
         .url
         .strip_prefix("sqlite://")
