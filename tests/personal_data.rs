@@ -23,7 +23,9 @@ fn pd(server: &TestServer) -> PersonalDataServiceClient<Channel> {
 }
 
 fn id_of(name: &str) -> i64 {
-    name.trim_start_matches("customers/").parse().expect("customer id")
+    name.trim_start_matches("customers/")
+        .parse()
+        .expect("customer id")
 }
 
 async fn create(server: &TestServer, c: proto::Customer) -> proto::Customer {
@@ -171,7 +173,9 @@ async fn consent_history_after_grant_withdrawal_and_regrant(server: &TestServer)
     )
     .await
     .expect("withdraw");
-    assert!(withdrawn.name.starts_with(&format!("{}/consentEvents/", c.name)));
+    assert!(withdrawn
+        .name
+        .starts_with(&format!("{}/consentEvents/", c.name)));
     assert!(!withdrawn.actor.is_empty(), "the recording principal");
     assert!(!email_consent(server, &c.name).await, "withdrawn");
 
@@ -215,7 +219,10 @@ async fn consent_history_after_grant_withdrawal_and_regrant(server: &TestServer)
     )
     .await
     .expect("back-dated");
-    assert!(email_consent(server, &c.name).await, "the latest decision wins");
+    assert!(
+        email_consent(server, &c.name).await,
+        "the latest decision wins"
+    );
 
     // a customer write that changes consent records its own event
     server
@@ -524,7 +531,9 @@ async fn export_holds_every_kind_of_record(server: &TestServer) {
     assert!(chunks >= 1);
     assert_eq!(doc["name"], name.as_str());
     assert_eq!(doc["erased"], false);
-    assert!(doc["export_time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(doc["export_time"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
     let customer = &doc["customer"];
     assert_eq!(customer["email"], email);
     assert_eq!(customer["phone"], "+905321112233");
@@ -532,7 +541,10 @@ async fn export_holds_every_kind_of_record(server: &TestServer) {
     assert_eq!(customer["tags"], serde_json::json!(["vip"]));
     assert_eq!(customer["order_count"], 2);
     assert_eq!(len(&doc, "orders"), 2);
-    assert_eq!(doc["orders"][0]["lines"][0]["sku"], "vase-1", "lines as JSON");
+    assert_eq!(
+        doc["orders"][0]["lines"][0]["sku"], "vase-1",
+        "lines as JSON"
+    );
     // the phone call, and what the desk recorded on the timeline for the ticket
     let interactions = doc["interactions"].as_array().expect("interactions");
     assert!(interactions.iter().any(|i| i["subject"] == "Opening hours"));
@@ -540,7 +552,10 @@ async fn export_holds_every_kind_of_record(server: &TestServer) {
     assert_eq!(len(&doc, "tickets"), 1);
     assert_eq!(doc["tickets"][0]["subject"], "My parcel arrived broken");
     assert_eq!(len(&doc, "ticket_comments"), 1);
-    assert_eq!(doc["ticket_comments"][0]["body"], "It was a gift, please hurry");
+    assert_eq!(
+        doc["ticket_comments"][0]["body"],
+        "It was a gift, please hurry"
+    );
     assert!(len(&doc, "messages") >= 1, "the ticket's acknowledgement");
     assert_eq!(doc["loyalty_account"]["balance"], 200);
     assert_eq!(len(&doc, "loyalty_ledger"), 2);
@@ -551,7 +566,10 @@ async fn export_holds_every_kind_of_record(server: &TestServer) {
     assert_eq!(consent[1]["source"], "WEB_FORM");
     assert_eq!(consent[1]["ip_address"], "198.51.100.23");
     assert_eq!(consent[1]["terms"], "sms-terms-v1");
-    assert!(consent[1]["event_time"].as_str().is_some(), "times in RFC 3339");
+    assert!(
+        consent[1]["event_time"].as_str().is_some(),
+        "times in RFC 3339"
+    );
     assert!(len(&doc, "events") >= 1, "tier and segment events");
 
     // a long history comes in several chunks that still make one document
@@ -615,8 +633,14 @@ async fn erasure_reaches_every_table(server: &TestServer) {
     let url = &server.db_url;
     let tickets = format!("(SELECT id FROM tickets WHERE customer_id = {id})");
     for (what, sql) in [
-        ("interactions", format!("SELECT COUNT(*) FROM interactions WHERE customer_id = {id}")),
-        ("comments", format!("SELECT COUNT(*) FROM ticket_comments WHERE ticket_id IN {tickets}")),
+        (
+            "interactions",
+            format!("SELECT COUNT(*) FROM interactions WHERE customer_id = {id}"),
+        ),
+        (
+            "comments",
+            format!("SELECT COUNT(*) FROM ticket_comments WHERE ticket_id IN {tickets}"),
+        ),
         (
             "ticket text",
             format!(
@@ -631,11 +655,26 @@ async fn erasure_reaches_every_table(server: &TestServer) {
                  {tickets}) AND (body <> '' OR subject <> '' OR recipient <> '')"
             ),
         ),
-        ("ledger", format!("SELECT COUNT(*) FROM points_transactions WHERE customer_id = {id}")),
-        ("account", format!("SELECT COUNT(*) FROM loyalty_accounts WHERE customer_id = {id}")),
-        ("score", format!("SELECT COUNT(*) FROM customer_scores WHERE customer_id = {id}")),
-        ("segments", format!("SELECT COUNT(*) FROM segment_members WHERE customer_id = {id}")),
-        ("events", format!("SELECT COUNT(*) FROM events WHERE customer_id = {id}")),
+        (
+            "ledger",
+            format!("SELECT COUNT(*) FROM points_transactions WHERE customer_id = {id}"),
+        ),
+        (
+            "account",
+            format!("SELECT COUNT(*) FROM loyalty_accounts WHERE customer_id = {id}"),
+        ),
+        (
+            "score",
+            format!("SELECT COUNT(*) FROM customer_scores WHERE customer_id = {id}"),
+        ),
+        (
+            "segments",
+            format!("SELECT COUNT(*) FROM segment_members WHERE customer_id = {id}"),
+        ),
+        (
+            "events",
+            format!("SELECT COUNT(*) FROM events WHERE customer_id = {id}"),
+        ),
         (
             "consent text",
             format!(
@@ -651,12 +690,20 @@ async fn erasure_reaches_every_table(server: &TestServer) {
         assert_eq!(count(url, &sql).await, 0, "{what} left after the erasure");
     }
     assert_eq!(
-        count(url, &format!("SELECT COUNT(*) FROM consent_events WHERE customer_id = {id}")).await,
+        count(
+            url,
+            &format!("SELECT COUNT(*) FROM consent_events WHERE customer_id = {id}")
+        )
+        .await,
         2,
         "the decisions stay, as proof"
     );
     assert_eq!(
-        count(url, &format!("SELECT COUNT(*) FROM orders WHERE customer_id = {id}")).await,
+        count(
+            url,
+            &format!("SELECT COUNT(*) FROM orders WHERE customer_id = {id}")
+        )
+        .await,
         2,
         "orders stay, anonymous"
     );
@@ -701,8 +748,12 @@ async fn campaigns_respect_current_consent(server: &TestServer) {
         names.push(c.name);
     }
     let withdraw = || decision(MessageChannel::Email, false, ConsentSource::EmailLink);
-    record(server, &names[1], withdraw(), "").await.expect("withdraw");
-    record(server, &names[2], withdraw(), "").await.expect("withdraw");
+    record(server, &names[1], withdraw(), "")
+        .await
+        .expect("withdraw");
+    record(server, &names[2], withdraw(), "")
+        .await
+        .expect("withdraw");
     record(
         server,
         &names[2],
@@ -788,7 +839,9 @@ async fn export_needs_its_permission_and_is_audited(backend: Backend) {
     let err = export(&mut pd(&server), req(&marketer)).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let (integration, _, key) = service_key(&server, &admin, "integration").await;
-    let (doc, _) = export(&mut pd(&server), req(&key)).await.expect("integration exports");
+    let (doc, _) = export(&mut pd(&server), req(&key))
+        .await
+        .expect("integration exports");
     assert_eq!(doc["customer"]["email"], "audited@example.com");
 
     let events = AuditServiceClient::new(server.channel.clone())

@@ -114,7 +114,10 @@ fn new_event(e: &proto::ConsentEvent, now: i64) -> Result<NewConsentEvent, Valid
         None => errs.add("consent_event.source", "is not a known consent source"),
         Some(s) if !s.caller_may_give() => errs.add(
             "consent_event.source",
-            format!("{} is recorded by bakkal itself", source_to_proto(s).as_str_name()),
+            format!(
+                "{} is recorded by bakkal itself",
+                source_to_proto(s).as_str_name()
+            ),
         ),
         Some(_) => {}
     }
@@ -224,7 +227,11 @@ impl PersonalDataService for PersonalDataApi {
         }));
         tokio::spawn(async move {
             while let Some(json) = chunks_rx.recv().await {
-                if tx.send(Ok(proto::CustomerDataChunk { json })).await.is_err() {
+                if tx
+                    .send(Ok(proto::CustomerDataChunk { json }))
+                    .await
+                    .is_err()
+                {
                     return; // the client went away; the writer stops at its next chunk
                 }
             }

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use bakkal_domain::audit::AuditAction;
 use bakkal_domain::name::customer_name;
-use bakkal_domain::time::Micros;
 use bakkal_domain::personal_data::ConsentSource;
+use bakkal_domain::time::Micros;
 use bakkal_domain::{normalise, ConsentChannel, CustomerFields, Order};
 use sqlx::AnyConnection;
 
@@ -342,8 +342,7 @@ impl Store {
             fresh.into_iter().partition(|f| {
                 f.email.is_none()
                     && f.phone.is_none()
-                    && !consent_events::initial_events(&f.consent, ConsentSource::Import)
-                        .is_empty()
+                    && !consent_events::initial_events(&f.consent, ConsentSource::Import).is_empty()
             });
         let mut events = Vec::new();
         for f in &alone {
@@ -361,8 +360,7 @@ impl Store {
             .filter(|f| {
                 (f.email.is_some() || f.phone.is_some())
                     && inserted.contains(&(f.email.clone(), f.phone.clone()))
-                    && !consent_events::initial_events(&f.consent, ConsentSource::Import)
-                        .is_empty()
+                    && !consent_events::initial_events(&f.consent, ConsentSource::Import).is_empty()
             })
             .collect();
         if !decided.is_empty() {

@@ -1,8 +1,8 @@
 //! Every RPC bakkal serves and the permission, family and effect it is checked under.
 
-use super::{rpc, Rpc};
 use super::Effect::{Export, Read, Write};
 use super::Family::*;
+use super::{rpc, Rpc};
 
 /// Every RPC and what it needs.
 pub const TABLE: &[Rpc] = &[

@@ -108,16 +108,16 @@ impl NewConsentEvent {
         ] {
             *value = value.trim().to_string();
             if value.chars().count() > MAX_CONSENT_TEXT {
-                err.add(field, format!("is longer than {MAX_CONSENT_TEXT} characters"));
+                err.add(
+                    field,
+                    format!("is longer than {MAX_CONSENT_TEXT} characters"),
+                );
             } else if let Err(why) = normalise::control_free(value) {
                 err.add(field, why);
             }
         }
         if !self.ip_address.is_empty() && self.ip_address.parse::<std::net::IpAddr>().is_err() {
-            err.add(
-                "consent_event.ip_address",
-                "is not an IPv4 or IPv6 address",
-            );
+            err.add("consent_event.ip_address", "is not an IPv4 or IPv6 address");
         }
         if self.event_time.is_some_and(|t| t > latest) {
             err.add("consent_event.event_time", "is in the future");
