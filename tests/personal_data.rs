@@ -204,7 +204,7 @@ async fn consent_history_after_grant_withdrawal_and_regrant(server: &TestServer)
     assert!(email_consent(server, &c.name).await, "granted again");
 
     // decided before the re-grant, recorded after it: history, not the current decision
-    let old = regranted.event_time.clone().expect("event time");
+    let old = regranted.event_time.expect("event time");
     let back_dated = record(
         server,
         &c.name,
@@ -313,7 +313,9 @@ async fn consent_history_after_grant_withdrawal_and_regrant(server: &TestServer)
 
 /// An import's new customers and its updates record their decisions as IMPORT events.
 async fn imports_record_consent_events(server: &TestServer) {
-    let rows = |withdraw: bool| {
+    // `withdraw_at`: the time of a withdrawal the source system recorded
+    let rows = |withdraw_at: Option<i64>| {
+        let withdraw = withdraw_at.is_some();
         let mut rows = vec![proto::ImportCustomersRequest {
             row: Some(proto::import_customers_request::Row::Customer(
                 proto::Customer {
@@ -322,10 +324,7 @@ async fn imports_record_consent_events(server: &TestServer) {
                     consent: Some(proto::ChannelConsents {
                         sms: Some(proto::Consent {
                             granted: !withdraw,
-                            update_time: withdraw.then(|| Timestamp {
-                                seconds: 1_900_000_000,
-                                nanos: 0,
-                            }),
+                            update_time: withdraw_at.map(|seconds| Timestamp { seconds, nanos: 0 }),
                         }),
                         ..Default::default()
                     }),
@@ -348,7 +347,7 @@ async fn imports_record_consent_events(server: &TestServer) {
     };
     let first = server
         .customers()
-        .import_customers(tokio_stream::iter(rows(false)))
+        .import_customers(tokio_stream::iter(rows(None)))
         .await
         .expect("import")
         .into_inner();
@@ -370,9 +369,15 @@ async fn imports_record_consent_events(server: &TestServer) {
     assert_eq!(events[0].channel, MessageChannel::Sms as i32);
     assert!(events[0].granted);
 
+    // a second later than the grant, so it is the current decision
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let just_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
     let second = server
         .customers()
-        .import_customers(tokio_stream::iter(rows(true)))
+        .import_customers(tokio_stream::iter(rows(Some(just_now))))
         .await
         .expect("import again")
         .into_inner();
@@ -381,6 +386,17 @@ async fn imports_record_consent_events(server: &TestServer) {
     assert_eq!(events.len(), 2);
     assert!(!events[1].granted);
     assert_eq!(events[1].source, ConsentSource::Import as i32);
+    assert_eq!(events[1].event_time.map(|t| t.seconds), Some(just_now));
+    let now_sms = server
+        .customers()
+        .get_customer(proto::GetCustomerRequest { name: can.clone() })
+        .await
+        .expect("get")
+        .into_inner()
+        .consent
+        .and_then(|c| c.sms)
+        .expect("sms consent");
+    assert!(!now_sms.granted, "the import's withdrawal is current");
     assert_eq!(
         count(
             &server.db_url,
