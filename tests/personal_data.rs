@@ -743,6 +743,66 @@ async fn erasure_reaches_every_table(server: &TestServer) {
     assert_eq!(err.code(), Code::NotFound);
 }
 
+/// A merge takes the newer decision from the duplicate as a MERGE event, and the survivor's
+/// history holds the duplicate's events too.
+async fn merges_keep_the_consent_history(server: &TestServer) {
+    let primary = create(
+        server,
+        proto::Customer {
+            display_name: "Mert Şahin".into(),
+            email: "mert@example.com".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let duplicate = create(
+        server,
+        proto::Customer {
+            display_name: "Mert Şahin".into(),
+            phone: "+905321230000".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    record(
+        server,
+        &duplicate.name,
+        proto::ConsentEvent {
+            terms: "push-v1".into(),
+            ..decision(MessageChannel::Push, true, ConsentSource::InStore)
+        },
+        "",
+    )
+    .await
+    .expect("push consent");
+    let merged = server
+        .customers()
+        .merge_customers(proto::MergeCustomersRequest {
+            primary: primary.name.clone(),
+            duplicate: duplicate.name.clone(),
+        })
+        .await
+        .expect("merge")
+        .into_inner();
+    assert!(merged
+        .consent
+        .and_then(|c| c.push)
+        .is_some_and(|p| p.granted));
+    let events = history(server, &primary.name, 50).await;
+    let sources: Vec<i32> = events.iter().map(|e| e.source).collect();
+    assert_eq!(
+        sources,
+        vec![ConsentSource::InStore as i32, ConsentSource::Merge as i32]
+    );
+    assert!(
+        events[0].name.starts_with(&duplicate.name),
+        "the duplicate's own"
+    );
+    assert!(events[1].name.starts_with(&primary.name));
+    // through the duplicate's name too
+    assert_eq!(history(server, &duplicate.name, 50).await.len(), 2);
+}
+
 /// Campaigns respect only the current consent: a withdrawal recorded as an event suppresses,
 /// a re-grant after a withdrawal does not.
 async fn campaigns_respect_current_consent(server: &TestServer) {
@@ -937,6 +997,7 @@ on_both_backends!(
     export_holds_every_kind_of_record,
     erasure_reaches_every_table,
     campaigns_respect_current_consent,
+    merges_keep_the_consent_history,
 );
 
 mod secured_calls {
