@@ -920,6 +920,47 @@ async fn export_needs_its_permission_and_is_audited(backend: Backend) {
         .expect("integration exports");
     assert_eq!(doc["customer"]["email"], "audited@example.com");
 
+    // record scope: a sales rep reaches only the customers they own (none here)
+    let (_, _, rep) = service_key(&server, &admin, "sales_rep").await;
+    let err = pd(&server)
+        .list_consent_events(keyed(
+            proto::ListConsentEventsRequest {
+                parent: c.name.clone(),
+                ..Default::default()
+            },
+            &rep,
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "out of scope reads as absent");
+    let err = pd(&server)
+        .create_consent_event(keyed(
+            proto::CreateConsentEventRequest {
+                parent: c.name.clone(),
+                consent_event: Some(decision(MessageChannel::Sms, true, ConsentSource::Agent)),
+                request_id: String::new(),
+            },
+            &rep,
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let listed = pd(&server)
+        .list_consent_events(keyed(
+            proto::ListConsentEventsRequest {
+                parent: c.name.clone(),
+                ..Default::default()
+            },
+            &key,
+            None,
+        ))
+        .await
+        .expect("integration lists")
+        .into_inner();
+    assert!(listed.consent_events.is_empty(), "nothing was recorded");
+
     let events = AuditServiceClient::new(server.channel.clone())
         .list_audit_events(keyed(
             proto::ListAuditEventsRequest {
