@@ -1,6 +1,7 @@
 //! Everything bakkal holds about one person as one JSON document, written section by section
 //! (see [`super::SECTIONS`]) in chunks of about [`EXPORT_CHUNK`] bytes, each ending at a row
-//! boundary, so a person with a long history never sits in memory whole.
+//! boundary, so a person with a long history never sits in memory whole. Every section is
+//! read in one snapshot.
 
 use bakkal_domain::name::customer_name;
 use bakkal_domain::time::Micros;
@@ -11,7 +12,7 @@ use sqlx::{Column, Row};
 use tokio::sync::mpsc;
 
 use super::{Section, SECTIONS};
-use crate::{RecordScope, Result, Store, StoreError};
+use crate::{Backend, RecordScope, Result, Store, StoreError};
 
 /// About how many bytes of the document each chunk holds.
 pub const EXPORT_CHUNK: usize = 64 * 1024;
@@ -154,7 +155,13 @@ impl Store {
             return w.flush(true).await;
         }
         w.push(",\"erased\":false");
-        let mut conn = self.acquire().await?;
+        // one snapshot for every section: a read transaction (on PostgreSQL, repeatable
+        // read), so the document is the person's data at one moment; ended unwritten
+        let begin = match self.backend {
+            Backend::Sqlite => "BEGIN",
+            Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        };
+        let mut conn = sqlx::Transaction::begin(self.acquire().await?, Some(begin.into())).await?;
         for s in SECTIONS {
             w.push(",");
             w.push(&text(&Value::String(s.key.into())));
@@ -185,6 +192,7 @@ impl Store {
             }
         }
         w.push("}");
+        conn.rollback().await?;
         w.flush(true).await
     }
 }
