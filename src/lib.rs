@@ -19,6 +19,7 @@ mod loyalty_sweeper;
 pub mod metrics;
 mod offer_service;
 mod page_token;
+mod personal_data;
 pub mod scheduler;
 mod script_service;
 mod segment_service;

@@ -31,6 +31,7 @@ use crate::metrics::http::Scraper;
 use crate::metrics::layer::MetricsLayer;
 use crate::metrics::{Metrics, ScriptHooks};
 use crate::offer_service::OfferApi;
+use crate::personal_data::PersonalDataApi;
 use crate::proto;
 use crate::proto::access_service_server::AccessServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
@@ -39,6 +40,7 @@ use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::loyalty_service_server::LoyaltyServiceServer;
 use crate::proto::offer_service_server::OfferServiceServer;
+use crate::proto::personal_data_service_server::PersonalDataServiceServer;
 use crate::proto::script_service_server::ScriptServiceServer;
 use crate::proto::segment_service_server::SegmentServiceServer;
 use crate::proto::service_desk_service_server::ServiceDeskServiceServer;
@@ -92,7 +94,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 10] = [
+const SERVICES: [&str; 11] = [
     <AccessServiceServer<AccessApi> as NamedService>::NAME,
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
@@ -103,6 +105,7 @@ const SERVICES: [&str; 10] = [
     <OfferServiceServer<OfferApi> as NamedService>::NAME,
     <LoyaltyServiceServer<LoyaltyApi> as NamedService>::NAME,
     <BackupServiceServer<BackupApi> as NamedService>::NAME,
+    <PersonalDataServiceServer<PersonalDataApi> as NamedService>::NAME,
 ];
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -280,6 +283,9 @@ pub async fn run(
 
     let backups = Arc::new(Backups::new(store.clone(), config.backup.clone()));
     let backup = with_codecs!(BackupServiceServer::new(BackupApi::new(backups.clone())));
+    let personal_data = with_codecs!(PersonalDataServiceServer::new(PersonalDataApi::new(
+        store.clone()
+    )));
 
     let layers = ServiceBuilder::new()
         .layer(tracing_layer::screen_request_id_layer())
@@ -425,6 +431,7 @@ pub async fn run(
         .add_service(loyalty)
         .add_service(access)
         .add_service(backup)
+        .add_service(personal_data)
         .add_service(audit)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

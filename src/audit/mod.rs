@@ -122,7 +122,7 @@ fn event_after(call: &Call, effect: Option<Effect>, code: Code) -> Option<NewAud
     Some(NewAuditEvent {
         time: bakkal_domain::time::now_micros(),
         actor,
-        resource: String::new(),
+        resource: call.resource(),
         action,
         result,
         code: crate::status::code_name(code).into(),

@@ -69,6 +69,10 @@ impl ConsentChannel {
             ConsentChannel::Phone => "phone",
         }
     }
+
+    pub fn parse(s: &str) -> Option<ConsentChannel> {
+        ConsentChannel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
 }
 
 /// Consent on one channel: granted or not, and when that was last decided.

@@ -9,15 +9,18 @@ use std::collections::{HashMap, HashSet};
 
 use bakkal_domain::audit::AuditAction;
 use bakkal_domain::name::customer_name;
+use bakkal_domain::personal_data::ConsentSource;
 use bakkal_domain::time::Micros;
 use bakkal_domain::{normalise, ConsentChannel, CustomerFields, Order};
 use sqlx::AnyConnection;
 
 use crate::args::{positional, push_value_rows, Arg};
 use crate::customers::{
-    check_unique, field_args, load_live, refresh_referral_count, write_fields, FIELD_COLUMNS,
+    check_unique, field_args, insert_customer, load_live, refresh_referral_count, write_fields,
+    FIELD_COLUMNS,
 };
 use crate::orders::{insert_orders, record_in};
+use crate::personal_data::consent as consent_events;
 use crate::{Backend, Result, Store, StoreError};
 
 /// Rows per multi-row INSERT: 22 parameters a row stays under every backend's limit (32766
@@ -338,8 +341,55 @@ impl Store {
                 f
             })
             .collect();
+        // A new customer with consent and no unique key cannot be found again after a
+        // multi-row insert: it is inserted on its own, with its consent events.
+        let (alone, fresh): (Vec<CustomerFields>, Vec<CustomerFields>) =
+            fresh.into_iter().partition(|f| {
+                f.email.is_none()
+                    && f.phone.is_none()
+                    && !consent_events::initial_events(&f.consent, ConsentSource::Import).is_empty()
+            });
+        let mut events = Vec::new();
+        for f in &alone {
+            let id = insert_customer(conn, f, now).await?;
+            for e in consent_events::initial_events(&f.consent, ConsentSource::Import) {
+                events.push((id, e));
+            }
+        }
+        out.created += alone.len() as i64;
         let inserted = insert_many(self.backend, conn, &fresh, now).await?;
         out.created += inserted.len() as i64;
+        // the consent of the customers just created, as IMPORT events
+        let decided: Vec<&CustomerFields> = fresh
+            .iter()
+            .filter(|f| {
+                (f.email.is_some() || f.phone.is_some())
+                    && inserted.contains(&(f.email.clone(), f.phone.clone()))
+                    && !consent_events::initial_events(&f.consent, ConsentSource::Import).is_empty()
+            })
+            .collect();
+        if !decided.is_empty() {
+            let emails: Vec<String> = decided.iter().filter_map(|f| f.email_key()).collect();
+            let phones: Vec<String> = decided
+                .iter()
+                .filter(|f| f.email.is_none())
+                .filter_map(|f| f.phone.clone())
+                .collect();
+            let by_email = ids_by(self.backend, conn, "email_key", &emails).await?;
+            let by_phone = ids_by(self.backend, conn, "phone", &phones).await?;
+            for f in decided {
+                let id = match f.email_key() {
+                    Some(k) => by_email.get(&k).copied(),
+                    None => f.phone.as_ref().and_then(|p| by_phone.get(p).copied()),
+                };
+                if let Some(id) = id {
+                    for e in consent_events::initial_events(&f.consent, ConsentSource::Import) {
+                        events.push((id, e));
+                    }
+                }
+            }
+        }
+        consent_events::append_many(self.backend, conn, &events, now).await?;
         let rest: Vec<&ImportCustomerRow> = valid
             .into_iter()
             .filter(|r| {
@@ -400,6 +450,15 @@ impl Store {
                         referrers.insert(old);
                     }
                     write_fields(conn, id, &merged, now).await?;
+                    consent_events::record_changes(
+                        conn,
+                        id,
+                        Some(&existing.fields.consent),
+                        &merged.consent,
+                        ConsentSource::Import,
+                        now,
+                    )
+                    .await?;
                     out.updated += 1;
                 }
             }

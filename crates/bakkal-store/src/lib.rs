@@ -24,6 +24,7 @@ mod offers;
 mod orders;
 mod outbox;
 mod page;
+mod personal_data;
 mod products;
 mod scope;
 mod scripts;
@@ -73,6 +74,7 @@ pub use observe::{PoolStatus, StoreObserver, WorkFigures};
 pub use offers::{OfferCampaign, OfferFingerprint};
 pub use outbox::{DeliveryOutcome, MessageParent, OutboxMessage};
 pub use page::Cursor;
+pub use personal_data::{DataSubject, EXPORT_CHUNK};
 pub use scope::{RecordScope, Visible};
 pub use scripts::{
     script_name, script_revision_name, NewScript, Script, ScriptChanges, ScriptRevision,
@@ -214,7 +216,8 @@ impl Store {
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA busy_timeout = 10000; PRAGMA cache_size = -8192; \
-                             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384;",
+                             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384; \
+                             PRAGMA secure_delete = ON;",
                         )
                         .await?;
                     }

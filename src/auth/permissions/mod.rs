@@ -19,6 +19,8 @@ pub enum Family {
     Access,
     /// Backups of the database: admin only.
     Backups,
+    /// A person's data exported whole: admin and integration only.
+    PersonalData,
     Audit,
 }
 

@@ -121,7 +121,8 @@ impl BuiltIn {
             BuiltIn::Admin => "everything, including keys, users and roles",
             BuiltIn::Integration => {
                 "backend services: customers, orders, interactions, products, imports and \
-                 exports with personal data, offers, loyalty points, opening tickets"
+                 exports with personal data, a person's data on request, consent events, \
+                 offers, loyalty points, opening tickets"
             }
             BuiltIn::Marketer => {
                 "scripts, value model, segments, campaigns, offers; reads customers, \
@@ -153,7 +154,7 @@ impl BuiltIn {
         base || match self {
             BuiltIn::Admin => true,
             BuiltIn::Integration => {
-                matches!(r.family, Customers | Offers)
+                matches!(r.family, Customers | Offers | PersonalData)
                     || matches!(
                         p,
                         "loyalty.get"

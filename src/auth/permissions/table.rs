@@ -629,6 +629,26 @@ pub const TABLE: &[Rpc] = &[
         Backups,
         Read,
     ),
+    // a person's own data: consent with provenance (customers' family), the export of
+    // everything held about one person (admin and integration)
+    rpc(
+        "bakkal.v1.PersonalDataService/CreateConsentEvent",
+        "consentevents.create",
+        Customers,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.PersonalDataService/ListConsentEvents",
+        "consentevents.list",
+        Customers,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.PersonalDataService/ExportCustomerData",
+        "customers.export_personal_data",
+        PersonalData,
+        Export,
+    ),
     // the audit trail
     rpc(
         "bakkal.v1.AuditService/ListAuditEvents",

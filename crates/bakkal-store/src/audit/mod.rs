@@ -33,6 +33,9 @@ pub struct Call {
     write: bool,
     /// Events appended for this call so far.
     appended: AtomicUsize,
+    /// The record a call that writes nothing acts on (an export of one person), for the
+    /// event the transport writes after it.
+    resource: Mutex<String>,
 }
 
 impl Call {
@@ -41,6 +44,7 @@ impl Call {
             actor: Mutex::new(actor),
             write,
             appended: AtomicUsize::new(0),
+            resource: Mutex::new(String::new()),
         })
     }
 
@@ -59,6 +63,17 @@ impl Call {
             a.principal = principal;
             a.key_id = key_id;
         }
+    }
+
+    /// Name the record this call acts on, for the event written after it.
+    pub fn set_resource(&self, resource: String) {
+        if let Ok(mut r) = self.resource.lock() {
+            *r = resource;
+        }
+    }
+
+    pub fn resource(&self) -> String {
+        self.resource.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     pub fn appended(&self) -> usize {

@@ -190,6 +190,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         write_fields(&mut tx, p.id, &f, now).await?;
+        crate::personal_data::consent::record_changes(
+            &mut tx,
+            p.id,
+            Some(&pf.consent),
+            &f.consent,
+            bakkal_domain::personal_data::ConsentSource::Merge,
+            now,
+        )
+        .await?;
         refresh_totals(&mut tx, p.id, now).await?;
         let mut referrers = vec![p.id];
         referrers.extend(pf.referred_by);

@@ -3,6 +3,8 @@
 use super::*;
 use bakkal_domain::audit::{self, AuditAction};
 
+use crate::personal_data::consent as consent_events;
+
 impl Store {
     /// Give every customer written before migration 0012 its email key, which only Rust can
     /// compute. Runs after migrating, in batches; cheap once done (it finds no row). A row
@@ -103,6 +105,8 @@ impl Store {
         let mut fields = fields.clone();
         fields.consent.stamp_changes(None, now);
         let id = insert_customer(&mut tx, &fields, now).await?;
+        let source = consent_events::write_source();
+        consent_events::record_changes(&mut tx, id, None, &fields.consent, source, now).await?;
         if let Some(r) = fields.referred_by {
             refresh_referral_count(&mut tx, r).await?;
         }
@@ -165,6 +169,15 @@ impl Store {
             check_referrer(&mut tx, &fields, Some(current.id)).await?;
         }
         write_fields(&mut tx, current.id, &fields, now).await?;
+        consent_events::record_changes(
+            &mut tx,
+            current.id,
+            Some(&current.fields.consent),
+            &fields.consent,
+            consent_events::write_source(),
+            now,
+        )
+        .await?;
         if fields.referred_by != current.fields.referred_by {
             for r in [current.fields.referred_by, fields.referred_by]
                 .into_iter()
@@ -183,7 +196,8 @@ impl Store {
         Ok(c)
     }
 
-    /// Erase a customer's personal data. Their orders stay, anonymised; their interactions go.
+    /// Erase a customer's personal data everywhere (`personal_data/erase.rs`). Their orders
+    /// stay, anonymised; their interactions go.
     pub async fn delete_customer(&self, id: i64, etag: Option<&str>, now: Micros) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let current = load_live_locked(&mut tx, id).await?;
@@ -203,10 +217,9 @@ impl Store {
                 )));
             }
         }
-        sqlx::query("DELETE FROM interactions WHERE customer_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        // interactions, tickets and comments, messages, loyalty, scores, segments, events
+        // and the free text of consent events: everywhere the person is
+        crate::personal_data::erase_everywhere(&mut tx, id).await?;
         let erased = CustomerFields {
             referred_by: current.fields.referred_by,
             ..Default::default()
@@ -214,10 +227,6 @@ impl Store {
         write_fields(&mut tx, id, &erased, now).await?;
         sqlx::query("UPDATE customers SET deleted_time = $1 WHERE id = $2")
             .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM outbox_messages WHERE customer_id = $1 AND status = 'QUEUED'")
             .bind(id)
             .execute(&mut *tx)
             .await?;
