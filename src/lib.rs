@@ -19,6 +19,7 @@ mod loyalty_sweeper;
 pub mod metrics;
 mod offer_service;
 mod page_token;
+mod sales;
 pub mod scheduler;
 mod script_service;
 mod segment_service;

@@ -39,9 +39,11 @@ use crate::proto::campaign_service_server::CampaignServiceServer;
 use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::loyalty_service_server::LoyaltyServiceServer;
 use crate::proto::offer_service_server::OfferServiceServer;
+use crate::proto::sales_service_server::SalesServiceServer;
 use crate::proto::script_service_server::ScriptServiceServer;
 use crate::proto::segment_service_server::SegmentServiceServer;
 use crate::proto::service_desk_service_server::ServiceDeskServiceServer;
+use crate::sales::SalesApi;
 use crate::script_service::ScriptApi;
 use crate::segment_service::SegmentApi;
 use crate::service_desk::ServiceDeskApi;
@@ -92,7 +94,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 10] = [
+const SERVICES: [&str; 11] = [
     <AccessServiceServer<AccessApi> as NamedService>::NAME,
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
@@ -100,6 +102,7 @@ const SERVICES: [&str; 10] = [
     <SegmentServiceServer<SegmentApi> as NamedService>::NAME,
     <CampaignServiceServer<CampaignApi> as NamedService>::NAME,
     <ServiceDeskServiceServer<ServiceDeskApi> as NamedService>::NAME,
+    <SalesServiceServer<SalesApi> as NamedService>::NAME,
     <OfferServiceServer<OfferApi> as NamedService>::NAME,
     <LoyaltyServiceServer<LoyaltyApi> as NamedService>::NAME,
     <BackupServiceServer<BackupApi> as NamedService>::NAME,
@@ -267,6 +270,10 @@ pub async fn run(
         script_host.clone()
     )));
     let loyalty = with_codecs!(LoyaltyServiceServer::new(LoyaltyApi::new(store.clone())));
+    let sales = with_codecs!(SalesServiceServer::new(SalesApi::new(
+        store.clone(),
+        config.sales_clock.clone()
+    )));
     let access = with_codecs!(AccessServiceServer::new(AccessApi::new(
         store.clone(),
         auth.clone()
@@ -421,6 +428,7 @@ pub async fn run(
         .add_service(segments)
         .add_service(campaigns)
         .add_service(service_desk)
+        .add_service(sales)
         .add_service(offers)
         .add_service(loyalty)
         .add_service(access)

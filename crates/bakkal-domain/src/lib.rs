@@ -13,6 +13,7 @@ pub mod filter;
 pub mod name;
 pub mod normalise;
 pub mod order;
+pub mod sales;
 pub mod ticket;
 pub mod time;
 

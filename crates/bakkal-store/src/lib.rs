@@ -25,6 +25,7 @@ mod orders;
 mod outbox;
 mod page;
 mod products;
+mod sales;
 mod scope;
 mod scripts;
 mod segments;
@@ -73,6 +74,12 @@ pub use observe::{PoolStatus, StoreObserver, WorkFigures};
 pub use offers::{OfferCampaign, OfferFingerprint};
 pub use outbox::{DeliveryOutcome, MessageParent, OutboxMessage};
 pub use page::Cursor;
+pub use sales::{
+    Opportunity, OpportunityChanges, OpportunityEvent, OpportunityFields, Organization,
+    OrganizationDuplicate, OrganizationFields, Pipeline, PipelineGroup, PipelineGroupBy,
+    PipelineView, Stage, StageConversion, OPPORTUNITY_FILTER_FIELDS, ORGANIZATION_FILTER_FIELDS,
+    PIPELINE_FILTER_FIELDS,
+};
 pub use scope::{RecordScope, Visible};
 pub use scripts::{
     script_name, script_revision_name, NewScript, Script, ScriptChanges, ScriptRevision,

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-
 /// Which records a permission is about; built-in roles are defined over families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Family {
@@ -16,6 +15,8 @@ pub enum Family {
     Loyalty,
     Desk,
     DeskAdmin,
+    /// Organisations, pipelines, opportunities and their reports.
+    Sales,
     Access,
     /// Backups of the database: admin only.
     Backups,
@@ -105,4 +106,3 @@ pub fn all_permissions() -> BTreeSet<&'static str> {
         .chain(EXTRA_PERMISSIONS.iter().map(|(p, _)| *p))
         .collect()
 }
-

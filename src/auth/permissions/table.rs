@@ -1,8 +1,8 @@
 //! Every RPC bakkal serves and the permission, family and effect it is checked under.
 
-use super::{rpc, Rpc};
 use super::Effect::{Export, Read, Write};
 use super::Family::*;
+use super::{rpc, Rpc};
 
 /// Every RPC and what it needs.
 pub const TABLE: &[Rpc] = &[
@@ -627,6 +627,115 @@ pub const TABLE: &[Rpc] = &[
         "bakkal.v1.BackupService/ListBackups",
         "backups.list",
         Backups,
+        Read,
+    ),
+    // sales: organisations, pipelines, opportunities and their reports
+    rpc(
+        "bakkal.v1.SalesService/CreateOrganization",
+        "organizations.create",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/GetOrganization",
+        "organizations.get",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/ListOrganizations",
+        "organizations.list",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/UpdateOrganization",
+        "organizations.update",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/DeleteOrganization",
+        "organizations.delete",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/FindOrganizationDuplicates",
+        "organizations.get",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/MergeOrganizations",
+        "organizations.merge",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/CreatePipeline",
+        "pipelines.create",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/GetPipelineDefinition",
+        "pipelines.get",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/ListPipelines",
+        "pipelines.list",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/UpdatePipeline",
+        "pipelines.update",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/CreateOpportunity",
+        "opportunities.create",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/GetOpportunity",
+        "opportunities.get",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/ListOpportunities",
+        "opportunities.list",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/UpdateOpportunity",
+        "opportunities.update",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/ListOpportunityHistory",
+        "opportunities.get",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/GetPipeline",
+        "pipelines.report",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/GetStageConversion",
+        "pipelines.report",
+        Sales,
         Read,
     ),
     // the audit trail
