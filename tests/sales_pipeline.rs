@@ -903,7 +903,7 @@ async fn opportunities_keep_to_their_owners(backend: Backend) {
     let list = proto::ListOpportunitiesRequest::default;
     assert_eq!(
         names(rep_c.list_opportunities(list()).await.unwrap().into_inner()),
-        [mine.name.clone()]
+        [mine.name.as_str()]
     );
     assert_eq!(
         names(
@@ -913,7 +913,7 @@ async fn opportunities_keep_to_their_owners(backend: Backend) {
                 .unwrap()
                 .into_inner()
         ),
-        [mine.name.clone()]
+        [mine.name.as_str()]
     );
     assert_eq!(
         names(

@@ -87,6 +87,10 @@ pub struct StageConversion {
 /// One opportunity's stage at one history event: (opportunity, time, stage), in history order.
 type StageStay = (i64, Micros, i64);
 
+/// A run of one opportunity's history in one stage: (stage, entered, and when it left for
+/// which stage, if it did).
+type Stay = (i64, Micros, Option<(Micros, i64)>);
+
 /// The figures of [`StageConversion`] for `stages` (in order) from `events` (every history
 /// event of the pipeline before `end`, ordered by opportunity then history).
 fn conversion(
@@ -125,7 +129,7 @@ fn conversion(
         }
         let mine = &events[i..j];
         // the stays: runs of one stage, entered at their first event
-        let mut stays: Vec<(i64, Micros, Option<(Micros, i64)>)> = Vec::new();
+        let mut stays: Vec<Stay> = Vec::new();
         for &(_, t, s) in mine {
             match stays.last_mut() {
                 Some(last) if last.0 == s => {}
