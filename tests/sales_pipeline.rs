@@ -775,6 +775,271 @@ async fn bad_input_writes_nothing(backend: Backend) {
     server.stop().await;
 }
 
+/// Competitors on opportunities, the lost-reason list, and the win/loss report against
+/// hand-computed figures, with bad input refused.
+async fn win_loss_report(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let t0 = utc(2026, 11, 2, 9);
+    let clock = Clock::manual(t0 - 2 * DAY);
+    let server = TestServer::start_at(&db.url, |c| c.sales_clock = clock.clone()).await;
+    let mut c = SalesServiceClient::new(server.channel.clone());
+    let ayse = staff_user(&server, "ayse@sales.example.com").await;
+    let mert = staff_user(&server, "mert@sales.example.com").await;
+    let p = pipeline(&mut c, "Deals").await;
+    let competitor = |name: &str| proto::CreateCompetitorRequest {
+        competitor: Some(proto::Competitor {
+            display_name: name.into(),
+            website: format!("https://{}.example", name.to_lowercase()),
+            ..Default::default()
+        }),
+    };
+    let rival_a = c
+        .create_competitor(competitor("RivalA"))
+        .await
+        .unwrap()
+        .into_inner();
+    let rival_b = c
+        .create_competitor(competitor("RivalB"))
+        .await
+        .unwrap()
+        .into_inner();
+    let price = c
+        .create_lost_reason(proto::CreateLostReasonRequest {
+            lost_reason: Some(proto::LostReason {
+                display_name: "Price".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deal = |name: &str, owner: &str, source: &str, amount: i64| proto::Opportunity {
+        owner: owner.into(),
+        source: source.into(),
+        ..opportunity(&p, 1, name, amount, "TRY")
+    };
+    let client = c.clone();
+    let with = move |o: proto::Opportunity, list: Vec<(&str, proto::CompetitorRole)>| {
+        let req = proto::SetOpportunityCompetitorsRequest {
+            opportunity: o.name.clone(),
+            competitors: list
+                .into_iter()
+                .map(|(name, role)| proto::OpportunityCompetitor {
+                    competitor: name.into(),
+                    role: role as i32,
+                    strengths: "local service".into(),
+                    price_position: proto::PricePosition::Lower as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            etag: String::new(),
+        };
+        let mut c = client.clone();
+        async move {
+            c.set_opportunity_competitors(req)
+                .await
+                .expect("set competitors")
+                .into_inner()
+        }
+    };
+    use proto::CompetitorRole::{Active, Incumbent, LostTo, WonAgainst};
+    // closed before the period
+    let early = create(&mut c, deal("early", &ayse, "web", 5_000)).await;
+    let w1 = create(&mut c, deal("W1", &ayse, "web", 100_000)).await;
+    let w1 = with(w1, vec![(&rival_a.name, WonAgainst)]).await;
+    assert_eq!(w1.competitors.len(), 1);
+    assert_eq!(w1.competitors[0].competitor, rival_a.name);
+    assert_eq!(w1.competitors[0].role, WonAgainst as i32);
+    let w2 = create(&mut c, deal("W2", &mert, "referral", 50_000)).await;
+    let w2 = with(
+        w2,
+        vec![(&rival_a.name, Active), (&rival_b.name, Incumbent)],
+    )
+    .await;
+    let l1 = create(&mut c, deal("L1", &ayse, "web", 30_000)).await;
+    let l1 = with(l1, vec![(&rival_a.name, LostTo)]).await;
+    let l2 = create(&mut c, deal("L2", &mert, "web", 20_000)).await;
+    let open = create(&mut c, deal("open", &ayse, "web", 10_000)).await;
+    let won = p.stages[3].name.clone();
+    let lost = p.stages[4].name.clone();
+    let close = |o: proto::Opportunity, stage: &str, reason: &str| proto::Opportunity {
+        stage: stage.into(),
+        lost_reason: reason.into(),
+        ..o
+    };
+    clock.set(t0 - DAY);
+    update(
+        &mut c,
+        close(early, &lost, "timing"),
+        &["stage", "lost_reason"],
+    )
+    .await
+    .unwrap();
+    clock.set(t0 + DAY);
+    update(&mut c, close(w1, &won, ""), &["stage"])
+        .await
+        .unwrap();
+    clock.set(t0 + 2 * DAY);
+    update(&mut c, close(w2, &won, ""), &["stage"])
+        .await
+        .unwrap();
+    update(
+        &mut c,
+        close(l1, &lost, &price.name),
+        &["stage", "lost_reason"],
+    )
+    .await
+    .unwrap();
+    clock.set(t0 + 3 * DAY);
+    // a lost reason naming the list must name one in it
+    let e = update(
+        &mut c,
+        close(l2.clone(), &lost, "lostReasons/99"),
+        &["stage", "lost_reason"],
+    )
+    .await
+    .expect_err("unknown lost reason");
+    assert_eq!(violations(&e), ["opportunity.lost_reason"]);
+    update(
+        &mut c,
+        close(l2, &lost, "no budget"),
+        &["stage", "lost_reason"],
+    )
+    .await
+    .unwrap();
+    let _ = open;
+
+    let report = |group_by: proto::WinLossGroupBy| proto::GetWinLossReportRequest {
+        start_time: Some(ts(t0)),
+        end_time: Some(ts(t0 + 10 * DAY)),
+        pipeline: p.name.clone(),
+        group_by: group_by as i32,
+    };
+    let rows =
+        |r: proto::GetWinLossReportResponse| -> Vec<(String, String, i64, i64, i64, i64, i64)> {
+            r.groups
+                .into_iter()
+                .map(|g| {
+                    assert_eq!(g.currency_code, "TRY");
+                    assert!((g.win_rate - g.won as f64 / g.closed as f64).abs() < 1e-9);
+                    (
+                        g.key,
+                        g.display_name,
+                        g.closed,
+                        g.won,
+                        g.lost,
+                        g.amount_won_minor,
+                        g.amount_lost_minor,
+                    )
+                })
+                .collect()
+        };
+    let r = |k: &str, d: &str, closed, won, lost, aw, al| {
+        (k.to_string(), d.to_string(), closed, won, lost, aw, al)
+    };
+    use proto::WinLossGroupBy as G;
+    let by_owner = rows(
+        c.get_win_loss_report(report(G::Owner))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(
+        by_owner,
+        vec![
+            r(&ayse, &ayse, 2, 1, 1, 100_000, 30_000),
+            r(&mert, &mert, 2, 1, 1, 50_000, 20_000),
+        ]
+    );
+    let by_source = rows(
+        c.get_win_loss_report(report(G::Source))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(
+        by_source,
+        vec![
+            r("referral", "referral", 1, 1, 0, 50_000, 0),
+            r("web", "web", 3, 1, 2, 100_000, 50_000),
+        ]
+    );
+    let by_competitor = rows(
+        c.get_win_loss_report(report(G::Competitor))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(
+        by_competitor,
+        vec![
+            r(&rival_a.name, "RivalA", 3, 2, 1, 150_000, 30_000),
+            r(&rival_b.name, "RivalB", 1, 1, 0, 50_000, 0),
+        ]
+    );
+    let by_reason = rows(
+        c.get_win_loss_report(report(G::LostReason))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(
+        by_reason,
+        vec![
+            r("", "", 2, 2, 0, 150_000, 0),
+            r(&price.name, "Price", 1, 0, 1, 0, 30_000),
+            r("no budget", "no budget", 1, 0, 1, 0, 20_000),
+        ]
+    );
+
+    // bad input
+    let e = c
+        .get_win_loss_report(report(G::Unspecified))
+        .await
+        .expect_err("no group");
+    assert_eq!(violations(&e), ["group_by"]);
+    let target = create(&mut c, deal("target", &ayse, "web", 1)).await;
+    let e = c
+        .set_opportunity_competitors(proto::SetOpportunityCompetitorsRequest {
+            opportunity: target.name.clone(),
+            competitors: vec![
+                proto::OpportunityCompetitor {
+                    competitor: "competitors/99".into(),
+                    role: Active as i32,
+                    ..Default::default()
+                },
+                proto::OpportunityCompetitor {
+                    competitor: rival_a.name.clone(),
+                    ..Default::default()
+                },
+            ],
+            etag: String::new(),
+        })
+        .await
+        .expect_err("bad competitors");
+    assert_eq!(violations(&e), ["competitors[1].role"]);
+    let e = c
+        .set_opportunity_competitors(proto::SetOpportunityCompetitorsRequest {
+            opportunity: target.name.clone(),
+            competitors: vec![proto::OpportunityCompetitor {
+                competitor: "competitors/99".into(),
+                role: Active as i32,
+                ..Default::default()
+            }],
+            etag: String::new(),
+        })
+        .await
+        .expect_err("unknown competitor");
+    assert_eq!(violations(&e), ["competitors[0].competitor"]);
+    assert_eq!(
+        count(&db.url, "SELECT COUNT(*) FROM opportunity_competitors").await,
+        4
+    );
+    server.stop().await;
+}
+
 /// A bearer token on every call.
 #[derive(Clone)]
 struct Bearer(MetadataValue<tonic::metadata::Ascii>);
@@ -966,4 +1231,5 @@ for_each_backend!(
     won_opportunity_converts_the_prospect,
     bad_input_writes_nothing,
     opportunities_keep_to_their_owners,
+    win_loss_report,
 );

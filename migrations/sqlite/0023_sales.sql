@@ -84,6 +84,37 @@ CREATE INDEX opportunities_customer ON opportunities (customer_id) WHERE custome
 CREATE INDEX opportunities_organization ON opportunities (organization_id) WHERE organization_id IS NOT NULL;
 CREATE INDEX opportunities_create ON opportunities (create_time, id);
 
+-- Competitors, the list of lost reasons, and each opportunity's competitors with their role
+-- (INCUMBENT, ACTIVE, LOST_TO, WON_AGAINST) and price position (LOWER, SIMILAR, HIGHER,
+-- UNKNOWN). An opportunity's lost_reason is free text or `lostReasons/{id}`.
+CREATE TABLE competitors (
+    id              INTEGER PRIMARY KEY,
+    display_name    TEXT    NOT NULL,
+    website         TEXT    NOT NULL DEFAULT '',
+    notes           TEXT    NOT NULL DEFAULT '',
+    version         INTEGER NOT NULL DEFAULT 1,
+    create_time     INTEGER NOT NULL,
+    update_time     INTEGER NOT NULL
+);
+
+CREATE TABLE lost_reasons (
+    id              INTEGER PRIMARY KEY,
+    display_name    TEXT    NOT NULL,
+    create_time     INTEGER NOT NULL
+);
+
+CREATE TABLE opportunity_competitors (
+    opportunity_id  INTEGER NOT NULL,
+    competitor_id   INTEGER NOT NULL,
+    role            TEXT    NOT NULL,
+    strengths       TEXT    NOT NULL DEFAULT '',
+    weaknesses      TEXT    NOT NULL DEFAULT '',
+    price_position  TEXT    NOT NULL,
+    PRIMARY KEY (opportunity_id, competitor_id)
+);
+CREATE INDEX opportunity_competitors_competitor ON opportunity_competitors (competitor_id);
+CREATE INDEX opportunities_close ON opportunities (close_time) WHERE close_time IS NOT NULL;
+
 -- Append-only: triggers refuse UPDATE and DELETE.
 CREATE TABLE opportunity_events (
     id                  INTEGER PRIMARY KEY,

@@ -4,14 +4,15 @@ use std::collections::BTreeMap;
 
 use bakkal_domain::name::customer_name;
 use bakkal_domain::sales::{
-    self, currency, opportunity_name, organization_name, pipeline_name, stage_name,
-    ForecastCategory, StageOutcome, StageSpec,
+    self, competitor_name, currency, lost_reason_name, opportunity_name, organization_name,
+    pipeline_name, stage_name, CompetitorRole, ForecastCategory, PricePosition, StageOutcome,
+    StageSpec,
 };
 use bakkal_domain::time::{Micros, MICROS_PER_SECOND};
 use bakkal_domain::{normalise, ValidationError};
 use bakkal_store::{
-    Opportunity, OpportunityEvent, Organization, OrganizationFields, Pipeline, PipelineView,
-    StageConversion,
+    Competitor, LostReason, Opportunity, OpportunityEvent, Organization, OrganizationFields,
+    Pipeline, PipelineView, StageConversion,
 };
 
 use crate::convert::{opt_timestamp, timestamp};
@@ -439,6 +440,78 @@ pub fn opportunity_to_proto(o: &Opportunity) -> proto::Opportunity {
         close_time: opt_timestamp(o.close_time),
         etag: etag(o.version),
         outcome: outcome_to_proto(o.outcome),
+        competitors: o
+            .competitors
+            .iter()
+            .map(|c| proto::OpportunityCompetitor {
+                competitor: competitor_name(c.competitor_id),
+                role: role_to_proto(c.role),
+                strengths: c.strengths.clone(),
+                weaknesses: c.weaknesses.clone(),
+                price_position: price_to_proto(c.price_position),
+            })
+            .collect(),
+    }
+}
+
+// ---- competitors -------------------------------------------------------------------------
+
+pub fn role_from_proto(r: i32) -> Option<CompetitorRole> {
+    match proto::CompetitorRole::try_from(r).ok()? {
+        proto::CompetitorRole::Incumbent => Some(CompetitorRole::Incumbent),
+        proto::CompetitorRole::Active => Some(CompetitorRole::Active),
+        proto::CompetitorRole::LostTo => Some(CompetitorRole::LostTo),
+        proto::CompetitorRole::WonAgainst => Some(CompetitorRole::WonAgainst),
+        proto::CompetitorRole::Unspecified => None,
+    }
+}
+
+fn role_to_proto(r: CompetitorRole) -> i32 {
+    match r {
+        CompetitorRole::Incumbent => proto::CompetitorRole::Incumbent,
+        CompetitorRole::Active => proto::CompetitorRole::Active,
+        CompetitorRole::LostTo => proto::CompetitorRole::LostTo,
+        CompetitorRole::WonAgainst => proto::CompetitorRole::WonAgainst,
+    }
+    .into()
+}
+
+pub fn price_from_proto(p: i32) -> Option<PricePosition> {
+    match proto::PricePosition::try_from(p).ok()? {
+        proto::PricePosition::Unspecified => Some(PricePosition::Unknown),
+        proto::PricePosition::Lower => Some(PricePosition::Lower),
+        proto::PricePosition::Similar => Some(PricePosition::Similar),
+        proto::PricePosition::Higher => Some(PricePosition::Higher),
+    }
+}
+
+fn price_to_proto(p: PricePosition) -> i32 {
+    match p {
+        PricePosition::Unknown => proto::PricePosition::Unspecified,
+        PricePosition::Lower => proto::PricePosition::Lower,
+        PricePosition::Similar => proto::PricePosition::Similar,
+        PricePosition::Higher => proto::PricePosition::Higher,
+    }
+    .into()
+}
+
+pub fn competitor_to_proto(c: &Competitor) -> proto::Competitor {
+    proto::Competitor {
+        name: competitor_name(c.id),
+        display_name: c.fields.display_name.clone(),
+        website: c.fields.website.clone(),
+        notes: c.fields.notes.clone(),
+        create_time: Some(timestamp(c.create_time)),
+        update_time: Some(timestamp(c.update_time)),
+        etag: etag(c.version),
+    }
+}
+
+pub fn lost_reason_to_proto(r: &LostReason) -> proto::LostReason {
+    proto::LostReason {
+        name: lost_reason_name(r.id),
+        display_name: r.display_name.clone(),
+        create_time: Some(timestamp(r.create_time)),
     }
 }
 

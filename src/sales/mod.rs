@@ -1,9 +1,11 @@
 //! `bakkal.v1.SalesService`: organisations (`organizations.rs`), pipelines and their stages
 //! (`pipelines.rs`), opportunities with their history (`opportunities.rs`), and the pipeline
-//! at an instant and stage conversion (`reports.rs`); `convert.rs` holds the protobuf ↔ store
+//! at an instant and stage conversion (`reports.rs`), competitors, lost reasons and the
+//! win/loss report (`competitors.rs`); `convert.rs` holds the protobuf ↔ store
 //! conversions and request checks. Opportunities are read through the caller's customer record
 //! scope, by their owner.
 
+mod competitors;
 mod convert;
 mod opportunities;
 mod organizations;
@@ -156,5 +158,61 @@ impl SalesService for SalesApi {
         r: Request<proto::GetStageConversionRequest>,
     ) -> Answer<proto::GetStageConversionResponse> {
         reports::stage_conversion(self, r).await
+    }
+
+    async fn create_competitor(
+        &self,
+        r: Request<proto::CreateCompetitorRequest>,
+    ) -> Answer<proto::Competitor> {
+        competitors::create(self, r).await
+    }
+
+    async fn get_competitor(
+        &self,
+        r: Request<proto::GetCompetitorRequest>,
+    ) -> Answer<proto::Competitor> {
+        competitors::get(self, r).await
+    }
+
+    async fn list_competitors(
+        &self,
+        r: Request<proto::ListCompetitorsRequest>,
+    ) -> Answer<proto::ListCompetitorsResponse> {
+        competitors::list(self, r).await
+    }
+
+    async fn update_competitor(
+        &self,
+        r: Request<proto::UpdateCompetitorRequest>,
+    ) -> Answer<proto::Competitor> {
+        competitors::update(self, r).await
+    }
+
+    async fn create_lost_reason(
+        &self,
+        r: Request<proto::CreateLostReasonRequest>,
+    ) -> Answer<proto::LostReason> {
+        competitors::create_lost_reason(self, r).await
+    }
+
+    async fn list_lost_reasons(
+        &self,
+        r: Request<proto::ListLostReasonsRequest>,
+    ) -> Answer<proto::ListLostReasonsResponse> {
+        competitors::list_lost_reasons(self, r).await
+    }
+
+    async fn set_opportunity_competitors(
+        &self,
+        r: Request<proto::SetOpportunityCompetitorsRequest>,
+    ) -> Answer<proto::Opportunity> {
+        competitors::set_opportunity_competitors(self, r).await
+    }
+
+    async fn get_win_loss_report(
+        &self,
+        r: Request<proto::GetWinLossReportRequest>,
+    ) -> Answer<proto::GetWinLossReportResponse> {
+        competitors::win_loss_report(self, r).await
     }
 }

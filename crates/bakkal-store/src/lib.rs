@@ -75,10 +75,11 @@ pub use offers::{OfferCampaign, OfferFingerprint};
 pub use outbox::{DeliveryOutcome, MessageParent, OutboxMessage};
 pub use page::Cursor;
 pub use sales::{
-    Opportunity, OpportunityChanges, OpportunityEvent, OpportunityFields, Organization,
+    Competitor, CompetitorFields, LostReason, Opportunity, OpportunityChanges,
+    OpportunityCompetitor, OpportunityEvent, OpportunityFields, Organization,
     OrganizationDuplicate, OrganizationFields, Pipeline, PipelineGroup, PipelineGroupBy,
-    PipelineView, Stage, StageConversion, OPPORTUNITY_FILTER_FIELDS, ORGANIZATION_FILTER_FIELDS,
-    PIPELINE_FILTER_FIELDS,
+    PipelineView, Stage, StageConversion, WinLossGroup, WinLossGroupBy, OPPORTUNITY_FILTER_FIELDS,
+    ORGANIZATION_FILTER_FIELDS, PIPELINE_FILTER_FIELDS,
 };
 pub use scope::{RecordScope, Visible};
 pub use scripts::{

@@ -207,6 +207,7 @@ impl BuiltIn {
                                 | "organizations.merge"
                                 | "pipelines.create"
                                 | "pipelines.update"
+                                | "lostreasons.create"
                         ))
             }
             BuiltIn::SalesManager => {

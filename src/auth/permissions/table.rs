@@ -738,6 +738,54 @@ pub const TABLE: &[Rpc] = &[
         Sales,
         Read,
     ),
+    rpc(
+        "bakkal.v1.SalesService/CreateCompetitor",
+        "competitors.create",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/GetCompetitor",
+        "competitors.get",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/ListCompetitors",
+        "competitors.list",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/UpdateCompetitor",
+        "competitors.update",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/CreateLostReason",
+        "lostreasons.create",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/ListLostReasons",
+        "lostreasons.list",
+        Sales,
+        Read,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/SetOpportunityCompetitors",
+        "opportunities.update",
+        Sales,
+        Write,
+    ),
+    rpc(
+        "bakkal.v1.SalesService/GetWinLossReport",
+        "pipelines.report",
+        Sales,
+        Read,
+    ),
     // the audit trail
     rpc(
         "bakkal.v1.AuditService/ListAuditEvents",

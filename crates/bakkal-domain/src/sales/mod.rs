@@ -96,6 +96,80 @@ impl StageOutcome {
     }
 }
 
+pub fn competitor_name(id: i64) -> String {
+    format!("competitors/{id}")
+}
+
+pub fn lost_reason_name(id: i64) -> String {
+    format!("lostReasons/{id}")
+}
+
+/// What a competitor is to one opportunity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompetitorRole {
+    /// The supplier the customer has now.
+    Incumbent,
+    /// Also bidding.
+    Active,
+    /// Took the deal.
+    LostTo,
+    /// Beaten.
+    WonAgainst,
+}
+
+impl CompetitorRole {
+    pub const ALL: [CompetitorRole; 4] = [
+        CompetitorRole::Incumbent,
+        CompetitorRole::Active,
+        CompetitorRole::LostTo,
+        CompetitorRole::WonAgainst,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompetitorRole::Incumbent => "INCUMBENT",
+            CompetitorRole::Active => "ACTIVE",
+            CompetitorRole::LostTo => "LOST_TO",
+            CompetitorRole::WonAgainst => "WON_AGAINST",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CompetitorRole> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A competitor's price against ours on one opportunity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PricePosition {
+    Unknown,
+    Lower,
+    Similar,
+    Higher,
+}
+
+impl PricePosition {
+    pub const ALL: [PricePosition; 4] = [
+        PricePosition::Unknown,
+        PricePosition::Lower,
+        PricePosition::Similar,
+        PricePosition::Higher,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PricePosition::Unknown => "UNKNOWN",
+            PricePosition::Lower => "LOWER",
+            PricePosition::Similar => "SIMILAR",
+            PricePosition::Higher => "HIGHER",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PricePosition> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
 /// A stage as written: its place is its index in the pipeline's list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageSpec {

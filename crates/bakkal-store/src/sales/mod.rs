@@ -1,8 +1,10 @@
 //! Sales: organisations (`organizations.rs`), pipelines and their stages (`pipelines.rs`),
 //! opportunities with their append-only history (`opportunities.rs`), and the pipeline as it
-//! stood at an instant and the stage conversion figures (`reports.rs`). Forecast categories
+//! stood at an instant and the stage conversion figures (`reports.rs`), competitors, lost
+//! reasons and the win/loss report (`competitors.rs`). Forecast categories, competitor roles
 //! and stage outcomes are domain enums; the text they are stored as is mapped here only.
 
+mod competitors;
 mod opportunities;
 mod organizations;
 mod pipelines;
@@ -11,7 +13,8 @@ mod reports;
 use std::collections::BTreeMap;
 
 use bakkal_domain::sales::{
-    opportunity_name, organization_name, pipeline_name, ForecastCategory, StageOutcome, Tracked,
+    opportunity_name, organization_name, pipeline_name, CompetitorRole, ForecastCategory,
+    PricePosition, StageOutcome, Tracked,
 };
 use bakkal_domain::time::Micros;
 use bakkal_domain::ValidationError;
@@ -21,6 +24,7 @@ use sqlx::{AnyConnection, Row};
 use crate::customers::{decode_tags, encode_tags};
 use crate::{Result, StoreError};
 
+pub use competitors::{WinLossGroup, WinLossGroupBy};
 pub use opportunities::{OpportunityChanges, OPPORTUNITY_FILTER_FIELDS};
 pub use organizations::{OrganizationDuplicate, ORGANIZATION_FILTER_FIELDS};
 pub use reports::{
@@ -135,6 +139,40 @@ pub struct Opportunity {
     pub update_time: Micros,
     /// The outcome of its stage (read with it).
     pub outcome: StageOutcome,
+    /// Its competitors, by competitor id.
+    pub competitors: Vec<OpportunityCompetitor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpportunityCompetitor {
+    pub competitor_id: i64,
+    pub role: CompetitorRole,
+    pub strengths: String,
+    pub weaknesses: String,
+    pub price_position: PricePosition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CompetitorFields {
+    pub display_name: String,
+    pub website: String,
+    pub notes: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Competitor {
+    pub id: i64,
+    pub fields: CompetitorFields,
+    pub version: i64,
+    pub create_time: Micros,
+    pub update_time: Micros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostReason {
+    pub id: i64,
+    pub display_name: String,
+    pub create_time: Micros,
 }
 
 /// One entry of an opportunity's history: what changed, and the tracked fields after it.
@@ -249,6 +287,7 @@ pub(super) fn opportunity_from_row(r: &AnyRow) -> std::result::Result<Opportunit
         create_time: r.try_get(19)?,
         update_time: r.try_get(20)?,
         outcome: outcome(&r.try_get::<String, _>(21)?)?,
+        competitors: Vec::new(),
     })
 }
 
@@ -332,14 +371,16 @@ pub(super) async fn load_pipeline(conn: &mut AnyConnection, id: i64) -> Result<P
 
 pub(super) async fn load_opportunity(conn: &mut AnyConnection, id: i64) -> Result<Opportunity> {
     let sql = format!("SELECT {OPPORTUNITY_COLUMNS} FROM opportunities WHERE id = $1");
-    match sqlx::query(&sql)
+    let mut o = match sqlx::query(&sql)
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
     {
-        Some(r) => Ok(opportunity_from_row(&r)?),
-        None => Err(StoreError::NotFound(opportunity_name(id))),
-    }
+        Some(r) => opportunity_from_row(&r)?,
+        None => return Err(StoreError::NotFound(opportunity_name(id))),
+    };
+    competitors::attach(conn, std::slice::from_mut(&mut o)).await?;
+    Ok(o)
 }
 
 /// INVALID_ARGUMENT on `field` unless `owner` is empty or a staff user.

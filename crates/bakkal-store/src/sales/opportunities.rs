@@ -274,6 +274,7 @@ impl Store {
         };
         check_new_owner(&mut tx, &f.owner, scope).await?;
         require_lost_reason(&stage, &f.lost_reason)?;
+        super::competitors::check_lost_reason(&mut tx, &f.lost_reason).await?;
         let probability = f.probability.unwrap_or(stage.probability);
         let category = f.forecast_category.unwrap_or(stage.forecast_category);
         let close_time = stage.outcome.is_closed().then_some(now);
@@ -345,10 +346,11 @@ impl Store {
         let rows = bind(sqlx::query(&b.sql), &b.args)
             .fetch_all(&mut *self.acquire().await?)
             .await?;
-        let out = rows
+        let mut out = rows
             .iter()
             .map(opportunity_from_row)
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        super::competitors::attach(&mut *self.acquire().await?, &mut out).await?;
         Ok(split_page(out, page_size, |o| Cursor::Int(o.id, o.id)))
     }
 
@@ -439,6 +441,9 @@ impl Store {
             after.attributes = v.clone();
         }
         require_lost_reason(&stage, &after.lost_reason)?;
+        if c.lost_reason.is_some() {
+            super::competitors::check_lost_reason(&mut tx, &after.lost_reason).await?;
+        }
         sqlx::query(
             "UPDATE opportunities SET display_name = $1, customer_id = $2, organization_id = $3, \
              stage_id = $4, amount = $5, currency = $6, probability = $7, forecast_category = $8, \
