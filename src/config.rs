@@ -49,6 +49,8 @@ pub struct Config {
     pub backup: crate::backup::BackupConfig,
     /// Write the audit trail (`--no-audit-trail` turns it off, to measure what it costs).
     pub audit_trail: bool,
+    /// "Now" for opportunities and their history (`sales/`): real time unless a test sets it.
+    pub sales_clock: Clock,
 }
 
 impl Config {
@@ -74,6 +76,7 @@ impl Config {
             tls: None,
             backup: crate::backup::BackupConfig::default(),
             audit_trail: true,
+            sales_clock: Clock::default(),
         }
     }
 }

@@ -98,6 +98,10 @@ pub fn customer_to_proto(c: &Customer, now: Micros, pii: Pii) -> proto::Customer
         }),
         referred_by: f.referred_by.map(customer_name).unwrap_or_default(),
         owner: f.owner.clone(),
+        organization: f
+            .organization_id
+            .map(bakkal_domain::sales::organization_name)
+            .unwrap_or_default(),
         create_time: Some(timestamp(c.create_time)),
         update_time: Some(timestamp(c.update_time)),
         converted_time: opt_timestamp(c.converted_time),
@@ -162,6 +166,18 @@ pub fn customer_fields(p: &proto::Customer) -> Result<CustomerFields, Validation
             }
         },
         owner: p.owner.clone(),
+        organization_id: if p.organization.trim().is_empty() {
+            None
+        } else {
+            let id = bakkal_domain::name::parse_id(p.organization.trim(), "organizations");
+            if id.is_none() {
+                errs.add(
+                    "organization",
+                    format!("'{}' is not a name like organizations/3", p.organization),
+                );
+            }
+            id
+        },
     };
     errs.into_result().map(|_| fields)
 }

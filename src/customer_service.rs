@@ -216,6 +216,9 @@ fn import_customer_row(
     let fields = convert::customer_fields(c)
         .and_then(|f| f.normalised())
         .map_err(|e| e.to_string())?;
+    if fields.organization_id.is_some() {
+        return Err("organization: imports do not take it yet; set it with UpdateCustomer".into());
+    }
     if let Some(id) = bakkal_domain::customer::owner_id(&fields.owner) {
         if !users.contains(&id) {
             return Err(format!("owner: users/{id} is not a staff user"));

@@ -20,6 +20,7 @@ pub mod metrics;
 mod offer_service;
 mod page_token;
 mod personal_data;
+mod sales;
 pub mod scheduler;
 mod script_service;
 mod segment_service;

@@ -434,6 +434,7 @@ async fn main() -> anyhow::Result<()> {
                     keep: backups.backup_keep,
                 },
                 audit_trail: !no_audit_trail,
+                sales_clock: Default::default(),
             };
             let listener = tokio::net::TcpListener::bind(listen).await?;
             server::run(config, listener, server::shutdown_signal()).await
@@ -557,6 +558,7 @@ async fn main() -> anyhow::Result<()> {
                 tls: None,
                 backup: Default::default(),
                 audit_trail: true,
+                sales_clock: Default::default(),
             };
             let store = server::open_store(&config).await?;
             store.close().await;

@@ -41,9 +41,11 @@ use crate::proto::customer_service_server::CustomerServiceServer;
 use crate::proto::loyalty_service_server::LoyaltyServiceServer;
 use crate::proto::offer_service_server::OfferServiceServer;
 use crate::proto::personal_data_service_server::PersonalDataServiceServer;
+use crate::proto::sales_service_server::SalesServiceServer;
 use crate::proto::script_service_server::ScriptServiceServer;
 use crate::proto::segment_service_server::SegmentServiceServer;
 use crate::proto::service_desk_service_server::ServiceDeskServiceServer;
+use crate::sales::SalesApi;
 use crate::script_service::ScriptApi;
 use crate::segment_service::SegmentApi;
 use crate::service_desk::ServiceDeskApi;
@@ -94,7 +96,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// The bakkal services whose health is reported one by one.
-const SERVICES: [&str; 11] = [
+const SERVICES: [&str; 12] = [
     <AccessServiceServer<AccessApi> as NamedService>::NAME,
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
     <CustomerServiceServer<CustomerApi> as NamedService>::NAME,
@@ -102,6 +104,7 @@ const SERVICES: [&str; 11] = [
     <SegmentServiceServer<SegmentApi> as NamedService>::NAME,
     <CampaignServiceServer<CampaignApi> as NamedService>::NAME,
     <ServiceDeskServiceServer<ServiceDeskApi> as NamedService>::NAME,
+    <SalesServiceServer<SalesApi> as NamedService>::NAME,
     <OfferServiceServer<OfferApi> as NamedService>::NAME,
     <LoyaltyServiceServer<LoyaltyApi> as NamedService>::NAME,
     <BackupServiceServer<BackupApi> as NamedService>::NAME,
@@ -270,6 +273,10 @@ pub async fn run(
         script_host.clone()
     )));
     let loyalty = with_codecs!(LoyaltyServiceServer::new(LoyaltyApi::new(store.clone())));
+    let sales = with_codecs!(SalesServiceServer::new(SalesApi::new(
+        store.clone(),
+        config.sales_clock.clone()
+    )));
     let access = with_codecs!(AccessServiceServer::new(AccessApi::new(
         store.clone(),
         auth.clone()
@@ -427,6 +434,7 @@ pub async fn run(
         .add_service(segments)
         .add_service(campaigns)
         .add_service(service_desk)
+        .add_service(sales)
         .add_service(offers)
         .add_service(loyalty)
         .add_service(access)

@@ -315,6 +315,11 @@ pub fn customer_changes(
         after.referred_by.map(crate::name::customer_name),
     );
     push("owner", text(&b.owner), text(&after.owner));
+    push(
+        "organization",
+        b.organization_id.map(crate::sales::organization_name),
+        after.organization_id.map(crate::sales::organization_name),
+    );
     out
 }
 
@@ -322,7 +327,7 @@ pub fn customer_changes(
 pub fn erasure_changes(before: &CustomerFields) -> Vec<FieldChange> {
     customer_changes(None, before)
         .into_iter()
-        .filter(|c| c.field != "referred_by")
+        .filter(|c| c.field != "referred_by" && c.field != "organization")
         .map(|c| FieldChange {
             field: c.field,
             before: Some(ERASED.to_string()),

@@ -145,6 +145,8 @@ pub struct CustomerFields {
     pub consent: Consents,
     pub referred_by: Option<i64>,
     pub owner: String,
+    /// The organisation the customer belongs to (`organizations/{id}`).
+    pub organization_id: Option<i64>,
 }
 
 fn text(errs: &mut ValidationError, field: &str, value: &str) -> String {
@@ -278,6 +280,7 @@ impl CustomerFields {
             consent: self.consent,
             referred_by: self.referred_by,
             owner,
+            organization_id: self.organization_id,
         })
     }
 
@@ -313,6 +316,7 @@ pub const UPDATABLE_PATHS: &[&str] = &[
     "consent.phone",
     "referred_by",
     "owner",
+    "organization",
 ];
 
 /// Copy the masked fields of `from` onto `onto`. `paths` must be from [`UPDATABLE_PATHS`].
@@ -335,6 +339,7 @@ pub fn apply_mask(onto: &mut CustomerFields, from: &CustomerFields, paths: &[&st
             "consent.phone" => onto.consent.phone = from.consent.phone,
             "referred_by" => onto.referred_by = from.referred_by,
             "owner" => onto.owner = from.owner.clone(),
+            "organization" => onto.organization_id = from.organization_id,
             _ => {}
         }
     }
@@ -424,7 +429,9 @@ pub fn stage(
     last_order_time: Option<Micros>,
     now: Micros,
 ) -> Stage {
-    match (converted_time, last_order_time) {
+    // converted without a paid order (a won opportunity): the conversion counts as the last
+    // order would
+    match (converted_time, last_order_time.or(converted_time)) {
         (None, _) => Stage::Prospect,
         (Some(_), Some(last)) if days_between(last, now) < DEFAULT_LAPSE_DAYS => Stage::Active,
         (Some(_), _) => Stage::Lapsed,
@@ -487,6 +494,9 @@ mod tests {
             stage(Some(0), Some(now - 200 * MICROS_PER_DAY), now),
             Stage::Lapsed
         );
+        // converted by a won opportunity, no order yet
+        assert_eq!(stage(Some(now - MICROS_PER_DAY), None, now), Stage::Active);
+        assert_eq!(stage(Some(0), None, now), Stage::Lapsed);
     }
 
     #[test]

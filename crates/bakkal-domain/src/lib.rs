@@ -14,6 +14,7 @@ pub mod name;
 pub mod normalise;
 pub mod order;
 pub mod personal_data;
+pub mod sales;
 pub mod ticket;
 pub mod time;
 

@@ -143,6 +143,7 @@ impl ScriptCustomer {
             },
             referred_by: j.referred_by,
             owner: j.owner,
+            organization_id: None,
         }
         .normalised()
         .map_err(|e| violations("customer.", e))?;

@@ -26,6 +26,7 @@ mod outbox;
 mod page;
 mod personal_data;
 mod products;
+mod sales;
 mod scope;
 mod scripts;
 mod segments;
@@ -75,6 +76,13 @@ pub use offers::{OfferCampaign, OfferFingerprint};
 pub use outbox::{DeliveryOutcome, MessageParent, OutboxMessage};
 pub use page::Cursor;
 pub use personal_data::{DataSubject, EXPORT_CHUNK};
+pub use sales::{
+    Competitor, CompetitorFields, LostReason, Opportunity, OpportunityChanges,
+    OpportunityCompetitor, OpportunityEvent, OpportunityFields, Organization,
+    OrganizationDuplicate, OrganizationFields, Pipeline, PipelineGroup, PipelineGroupBy,
+    PipelineView, Stage, StageConversion, WinLossGroup, WinLossGroupBy, OPPORTUNITY_FILTER_FIELDS,
+    ORGANIZATION_FILTER_FIELDS, PIPELINE_FILTER_FIELDS,
+};
 pub use scope::{RecordScope, Visible};
 pub use scripts::{
     script_name, script_revision_name, NewScript, Script, ScriptChanges, ScriptRevision,

@@ -418,6 +418,7 @@ fn customer_from_json(a: RowA, b: RowB) -> BatchCustomer {
         },
         referred_by: b.2,
         owner: b.3,
+        organization_id: None,
     };
     BatchCustomer {
         customer: Customer {
@@ -633,7 +634,8 @@ impl Store {
                     now - bakkal_domain::DEFAULT_LAPSE_DAYS * bakkal_domain::time::MICROS_PER_DAY;
                 format!(
                     "CASE WHEN c.converted_time IS NULL THEN 'PROSPECT' \
-                     WHEN c.last_order_time > {cutoff} THEN 'ACTIVE' ELSE 'LAPSED' END"
+                     WHEN COALESCE(c.last_order_time, c.converted_time) > {cutoff} \
+                     THEN 'ACTIVE' ELSE 'LAPSED' END"
                 )
             }
             // The key is checked by the caller: letters, digits, `_` and `-` only.

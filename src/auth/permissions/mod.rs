@@ -16,6 +16,8 @@ pub enum Family {
     Loyalty,
     Desk,
     DeskAdmin,
+    /// Organisations, pipelines, opportunities and their reports.
+    Sales,
     Access,
     /// Backups of the database: admin only.
     Backups,

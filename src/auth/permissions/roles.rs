@@ -133,9 +133,13 @@ impl BuiltIn {
                 "the service desk's tickets and solution pool; reads customers and their history"
             }
             BuiltIn::AgentLead => "an agent who also runs teams, agents, SLA policies, articles and the service report",
-            BuiltIn::SalesRep => "customers they work with: reads, creates and updates them, records interactions and orders",
+            BuiltIn::SalesRep => {
+                "customers they work with: reads, creates and updates them, records interactions \
+                 and orders; organisations, and the opportunities they own in the pipelines"
+            }
             BuiltIn::SalesManager => {
-                "a sales rep who also sees their team's and reports' customers and reads \
+                "a sales rep who also sees their team's and reports' customers and \
+                 opportunities, runs pipelines, deletes and merges organisations, and reads \
                  segments and campaigns (the pyramid and campaign reports need ALL customers: \
                  denied at TEAM scope)"
             }
@@ -197,9 +201,19 @@ impl BuiltIn {
                             | "products.upsert"
                     ))
                     || matches!(p, "offers.get" | "scores.get" | "loyalty.get")
+                    || (r.family == Sales
+                        && !matches!(
+                            p,
+                            "organizations.delete"
+                                | "organizations.merge"
+                                | "pipelines.create"
+                                | "pipelines.update"
+                                | "lostreasons.create"
+                        ))
             }
             BuiltIn::SalesManager => {
                 BuiltIn::SalesRep.grants(r)
+                    || r.family == Sales
                     || matches!(
                         p,
                         "segments.get"

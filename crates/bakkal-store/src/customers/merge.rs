@@ -168,6 +168,9 @@ impl Store {
         if f.referred_by == Some(d.id) {
             f.referred_by = None;
         }
+        if f.organization_id.is_none() {
+            f.organization_id = df.organization_id;
+        }
         f.tags.extend(df.tags.iter().cloned());
         f.tags.sort();
         f.tags.dedup();

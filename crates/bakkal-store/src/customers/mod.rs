@@ -30,7 +30,8 @@ pub(crate) const CUSTOMER_COLUMNS: &str = "id, display_name, email, phone, count
     city, birth_date, tags, attributes, consent_email, consent_email_time, consent_sms, \
     consent_sms_time, consent_push, consent_push_time, consent_phone, consent_phone_time, \
     referred_by, owner, create_time, update_time, converted_time, version, order_count, \
-    total_spent, first_order_time, last_order_time, referral_count, merged_into, deleted_time";
+    total_spent, first_order_time, last_order_time, referral_count, merged_into, deleted_time, \
+    organization_id";
 
 /// The writable columns, in the order [`field_args`] binds them.
 pub(crate) const FIELD_COLUMNS: &[&str] = &[
@@ -55,6 +56,7 @@ pub(crate) const FIELD_COLUMNS: &[&str] = &[
     "consent_phone_time",
     "referred_by",
     "owner",
+    "organization_id",
 ];
 
 /// Fields `ListCustomers` and `ExportCustomers` filter on.
@@ -67,6 +69,7 @@ pub const CUSTOMER_FILTER_FIELDS: &[(&str, FieldKind)] = &[
     ("region", FieldKind::Text),
     ("city", FieldKind::Text),
     ("owner", FieldKind::Text),
+    ("organization", FieldKind::Text),
     ("tags", FieldKind::Repeated),
     ("value.order_count", FieldKind::Number),
     ("value.total_spent", FieldKind::Number),
@@ -84,7 +87,7 @@ pub const CUSTOMER_SORT_FIELDS: &[&str] = &[
     "value.last_order_time",
 ];
 
-fn encode_tags(tags: &[String]) -> String {
+pub(crate) fn encode_tags(tags: &[String]) -> String {
     if tags.is_empty() {
         String::new()
     } else {
@@ -92,7 +95,7 @@ fn encode_tags(tags: &[String]) -> String {
     }
 }
 
-fn decode_tags(s: &str) -> Vec<String> {
+pub(crate) fn decode_tags(s: &str) -> Vec<String> {
     s.split(',')
         .filter(|t| !t.is_empty())
         .map(str::to_string)
@@ -120,6 +123,7 @@ pub(crate) fn field_args(f: &CustomerFields) -> Vec<Arg> {
     v.extend(consent(f.consent.phone));
     v.push(Arg::OptInt(f.referred_by));
     v.push(Arg::Text(f.owner.clone()));
+    v.push(Arg::OptInt(f.organization_id));
     v
 }
 
@@ -157,6 +161,7 @@ pub(crate) fn customer_from_row(r: &AnyRow) -> std::result::Result<CustomerRow, 
         },
         referred_by: r.try_get(18)?,
         owner: r.try_get(19)?,
+        organization_id: r.try_get(31)?,
     };
     Ok(CustomerRow {
         customer: Customer {
@@ -253,6 +258,28 @@ pub(crate) async fn check_unique(
                 ),
             });
         }
+    }
+    Ok(())
+}
+
+/// INVALID_ARGUMENT unless the organisation the customer belongs to is a live one.
+pub(crate) async fn check_organization(conn: &mut AnyConnection, f: &CustomerFields) -> Result<()> {
+    let Some(o) = f.organization_id else {
+        return Ok(());
+    };
+    let live: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1 AND merged_into IS NULL")
+            .bind(o)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if live.is_none() {
+        return Err(StoreError::Invalid(ValidationError::single(
+            "customer.organization",
+            format!(
+                "{} does not exist",
+                bakkal_domain::sales::organization_name(o)
+            ),
+        )));
     }
     Ok(())
 }

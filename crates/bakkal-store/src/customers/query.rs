@@ -96,14 +96,33 @@ pub(crate) fn push_clauses(b: &mut SqlBuilder, clauses: &[Clause], now: Micros) 
                 match text_value(&c.value).as_str() {
                     "PROSPECT" => b.push("(converted_time IS NULL)"),
                     "ACTIVE" => b
-                        .push("(converted_time IS NOT NULL AND last_order_time > ")
+                        .push(
+                            "(converted_time IS NOT NULL AND \
+                             COALESCE(last_order_time, converted_time) > ",
+                        )
                         .arg(Arg::Int(cutoff))
                         .push(")"),
                     _ => b
-                        .push("(converted_time IS NOT NULL AND (last_order_time IS NULL OR last_order_time <= ")
+                        .push(
+                            "(converted_time IS NOT NULL AND \
+                             COALESCE(last_order_time, converted_time) <= ",
+                        )
                         .arg(Arg::Int(cutoff))
-                        .push("))"),
+                        .push(")"),
                 };
+            }
+            "organization" => {
+                // a name that is not an organisation's matches none
+                let id =
+                    bakkal_domain::name::parse_id(text_value(&c.value).trim(), "organizations")
+                        .unwrap_or(0);
+                if negate {
+                    b.push("(organization_id IS NULL OR organization_id <> ")
+                        .arg(Arg::Int(id))
+                        .push(")");
+                } else {
+                    b.push("organization_id = ").arg(Arg::Int(id));
+                }
             }
             "tags" => {
                 let tag = like_escape(&text_value(&c.value).to_lowercase());

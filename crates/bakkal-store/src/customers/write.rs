@@ -102,6 +102,7 @@ impl Store {
         }
         check_unique(&mut tx, fields, None).await?;
         check_referrer(&mut tx, fields, None).await?;
+        check_organization(&mut tx, fields).await?;
         let mut fields = fields.clone();
         fields.consent.stamp_changes(None, now);
         let id = insert_customer(&mut tx, &fields, now).await?;
@@ -167,6 +168,9 @@ impl Store {
         check_unique(&mut tx, &fields, Some(current.id)).await?;
         if fields.referred_by != current.fields.referred_by {
             check_referrer(&mut tx, &fields, Some(current.id)).await?;
+        }
+        if fields.organization_id != current.fields.organization_id {
+            check_organization(&mut tx, &fields).await?;
         }
         write_fields(&mut tx, current.id, &fields, now).await?;
         consent_events::record_changes(
