@@ -10,6 +10,7 @@ use bakkal::proto;
 use bakkal::proto::audit_service_client::AuditServiceClient;
 use bakkal::proto::loyalty_service_client::LoyaltyServiceClient;
 use bakkal::proto::personal_data_service_client::PersonalDataServiceClient;
+use bakkal::proto::sales_service_client::SalesServiceClient;
 use bakkal::proto::segment_service_client::SegmentServiceClient;
 use bakkal::proto::{ConsentSource, MessageChannel};
 use common::{count, keyed, secured, service_key, wait_for, Backend, TestDb, TestServer};
@@ -525,6 +526,41 @@ async fn everything(server: &TestServer, email: &str, phone: &str) -> String {
     )
     .await
     .expect("sms consent");
+    // a deal with the person, with what the rep noted about them
+    let mut sales = SalesServiceClient::new(server.channel.clone());
+    let pipeline = sales
+        .create_pipeline(proto::CreatePipelineRequest {
+            pipeline: Some(proto::Pipeline {
+                display_name: "Retail".into(),
+                stages: vec![proto::PipelineStage {
+                    display_name: "Qualify".into(),
+                    probability: 10,
+                    forecast_category: proto::ForecastCategory::Pipeline as i32,
+                    outcome: proto::StageOutcome::Open as i32,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("pipeline")
+        .into_inner();
+    sales
+        .create_opportunity(proto::CreateOpportunityRequest {
+            opportunity: Some(proto::Opportunity {
+                display_name: "Elif's wedding list".into(),
+                customer: c.name.clone(),
+                pipeline: pipeline.name.clone(),
+                stage: pipeline.stages[0].name.clone(),
+                amount_minor: 250_000,
+                currency_code: "TRY".into(),
+                next_step: "Call Elif about the vases".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .expect("opportunity");
     let id = id_of(&c.name);
     // the ticket's acknowledgement is queued by the desk's event processing
     wait_for(
@@ -587,6 +623,12 @@ async fn export_holds_every_kind_of_record(server: &TestServer) {
         "times in RFC 3339"
     );
     assert!(len(&doc, "events") >= 1, "tier and segment events");
+    assert_eq!(len(&doc, "opportunities"), 1);
+    assert_eq!(
+        doc["opportunities"][0]["next_step"],
+        "Call Elif about the vases"
+    );
+    assert_eq!(doc["opportunities"][0]["amount"], 250_000);
 
     // a long history comes in several chunks that still make one document
     for i in 0..120 {
@@ -699,6 +741,13 @@ async fn erasure_reaches_every_table(server: &TestServer) {
             ),
         ),
         (
+            "deal notes",
+            format!(
+                "SELECT COUNT(*) FROM opportunities WHERE customer_id = {id} AND \
+                 (next_step <> '' OR display_name <> '(erased)')"
+            ),
+        ),
+        (
             "customer",
             format!("SELECT COUNT(*) FROM customers WHERE id = {id} AND email IS NOT NULL"),
         ),
@@ -723,6 +772,17 @@ async fn erasure_reaches_every_table(server: &TestServer) {
         2,
         "orders stay, anonymous"
     );
+    assert_eq!(
+        count(
+            url,
+            &format!(
+                "SELECT COUNT(*) FROM opportunities WHERE customer_id = {id} AND amount = 250000"
+            )
+        )
+        .await,
+        1,
+        "the deal stays for the pipeline's figures"
+    );
     let segment_count = count(url, "SELECT MAX(member_count) FROM segments").await;
     assert_eq!(segment_count, 1, "the segment counts one member less");
 
@@ -731,6 +791,10 @@ async fn erasure_reaches_every_table(server: &TestServer) {
     assert_eq!(doc["erased"], false);
     assert_eq!(len(&doc, "ticket_comments"), 1);
     assert_eq!(doc["loyalty_account"]["balance"], 200);
+    assert_eq!(
+        doc["opportunities"][0]["next_step"],
+        "Call Elif about the vases"
+    );
 
     // the consent history of an erased customer is gone with them
     let err = pd(server)

@@ -1,7 +1,7 @@
 //! Erasing a person everywhere, in the erasing transaction: what identifies them goes, what
 //! the business's figures need stays anonymous (orders, as before; tickets' SLA figures and
 //! the counts of messages sent, their text cleared; the decisions of consent events, their
-//! free text cleared).
+//! free text cleared; opportunities, their names and notes cleared).
 
 use sqlx::AnyConnection;
 
@@ -50,6 +50,13 @@ const ERASE: &[&str] = &[
     ),
     concat!("DELETE FROM segment_members WHERE ", whose!()),
     concat!("DELETE FROM events WHERE ", whose!()),
+    // deals stay for the pipeline's figures and history (amounts, stages, owners: no
+    // personal data); what a rep wrote about the person goes
+    concat!(
+        "UPDATE opportunities SET display_name = '(erased)', next_step = '', tags = '', \
+         attributes = '{}' WHERE ",
+        whose!()
+    ),
 ];
 
 /// Erase customer `id`'s records in every table (see [`ERASE`]) and the free text of their

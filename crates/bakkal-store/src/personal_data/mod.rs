@@ -136,6 +136,16 @@ pub(crate) const SECTIONS: &[Section] = &[
          JOIN segments s ON s.id = m.segment_id WHERE m.customer_id = $1 ORDER BY s.id",
     ),
     Section {
+        json: &["attributes"],
+        ..section(
+            "opportunities",
+            "SELECT id, display_name, organization_id, pipeline_id, stage_id, amount, currency, \
+             probability, forecast_category, close_date, owner, source, next_step, lost_reason, \
+             tags, attributes, close_time, create_time, update_time \
+             FROM opportunities WHERE customer_id = $1 ORDER BY id",
+        )
+    },
+    Section {
         json: &["payload"],
         ..section(
             "events",
