@@ -4,8 +4,8 @@
 //! would take), reads the head and inserts, in one round trip at commit time, so the lock is
 //! held only while the transaction commits.
 //!
-//! On SQLite an append is two statements: it tries the seq after the head this process last
-//! committed (the `hint`) with `ON CONFLICT (seq) DO NOTHING`. seq is gapless and never
+//! On SQLite an append is one call (the event, with its key's row when it has one): it tries
+//! the seq after the head this process last committed (the `hint`) with `ON CONFLICT (seq) DO NOTHING`. seq is gapless and never
 //! deleted, so when that seq is free the hint is still the head; when another process appended
 //! meanwhile, nothing is written and the append reads the head and goes again. The write
 //! transaction (BEGIN IMMEDIATE) keeps every other writer out until it commits.
@@ -15,6 +15,16 @@ use sqlx::AnyConnection;
 
 use super::seal::EventKey;
 use crate::Result;
+
+/// The SQLite insert of one event (`$1`–`$14`), skipped when its seq is taken.
+macro_rules! insert_event {
+    () => {
+        "INSERT INTO audit_events (seq, time, principal, key_id, request_id, peer, method, \
+         resource, action, result, code, changes, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (seq) DO NOTHING"
+    };
+}
 
 /// Append `e` after the chain head; with `key`, store the key that sealed its personal
 /// values (for customer `key.0`) in the same statement on PostgreSQL. On SQLite, `hint` is
@@ -70,18 +80,10 @@ pub(crate) async fn append(
         let sql = if with_key.is_some() {
             concat!(
                 "INSERT INTO audit_keys (key_id, customer_id, key) VALUES ($15, $16, $17); ",
-                "INSERT INTO audit_events (seq, time, principal, key_id, request_id, peer, ",
-                "method, resource, action, result, code, changes, prev_hash, hash) ",
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ",
-                "ON CONFLICT (seq) DO NOTHING"
+                insert_event!()
             )
         } else {
-            concat!(
-                "INSERT INTO audit_events (seq, time, principal, key_id, request_id, peer, ",
-                "method, resource, action, result, code, changes, prev_hash, hash) ",
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ",
-                "ON CONFLICT (seq) DO NOTHING"
-            )
+            insert_event!()
         };
         let mut q = sqlx::query(sql)
             .bind(seq)
